@@ -1,0 +1,1 @@
+"""Benchmarks (``edpbrl bench ...``): JSON + plots with seeds and confidence intervals, never timed tests."""
