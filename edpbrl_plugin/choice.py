@@ -116,15 +116,16 @@ class _Data:
 
 
 def pair_fisher_weight(delta: np.ndarray, tie_margin: float) -> np.ndarray:
-    """Expected curvature w(Δ) of a pair answer: Fisher = w(Δ)·z zᵀ. BT (δ = 0): p(1 − p)."""
+    """Expected curvature w(Δ) of a pair answer: Fisher = w(Δ)·z zᵀ. BT (δ = 0): p(1 − p).
+
+    With l = σ(Δ − δ) = P(A) and u = σ(Δ + δ) (so P(B) = 1 − u, P(tie) = u − l), the outcome-averaged
+    curvature is l·l(1 − l) + (1 − u)·u(1 − u) + (u − l)·(u(1 − u) + l(1 − l)).
+    """
     delta = np.asarray(delta, dtype=np.float64)
-    p_a, p_b = expit(delta - tie_margin), expit(-delta - tie_margin)
-    w = p_a * p_a * (1 - p_a) + p_b * p_b * (1 - p_b)
-    if tie_margin > 0:
-        u, m = expit(delta + tie_margin), expit(tie_margin - delta)
-        p_tie = np.clip(1.0 - p_a - p_b, 0.0, None)
-        w = w + p_tie * (u * (1 - u) + m * (1 - m))
-    return w
+    low = expit(delta - tie_margin)
+    high = expit(delta + tie_margin) if tie_margin > 0 else low
+    v_low, v_high = low * (1 - low), high * (1 - high)
+    return low * v_low + (1 - high) * v_high + (high - low) * (v_low + v_high)
 
 
 class ChoiceModel:

@@ -141,15 +141,16 @@ class Strategy:
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
         queries = []
-        for _ in range(batch):
+        for position in range(batch):
             indices, score = self._pick(ctx, k)
             queries.append(Query(indices, float(score), ctx.information_gain(indices), self.name))
-            ctx.condition_on(indices)
+            if position + 1 < batch:
+                ctx.condition_on(indices)
         return queries
 
     def _pick(self, ctx: PoolContext, k: int) -> tuple[tuple[int, ...], float]:
-        scores = self.score_pairs(ctx).astype(np.float64, copy=True)
-        scores[np.tril_indices(ctx.n)] = -np.inf
+        upper = np.arange(ctx.n)[:, None] < np.arange(ctx.n)[None, :]
+        scores = np.where(upper, self.score_pairs(ctx), -np.inf)
         for q in ctx.excluded:
             if len(q) == 2:
                 scores[q] = -np.inf

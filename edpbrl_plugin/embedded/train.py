@@ -215,6 +215,19 @@ def train_generator(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def export_generator(args: argparse.Namespace) -> None:
+    """Write the EMA weights of the checkpoint in ``--work`` as a pipeline folder (e.g. mid-training)."""
+    checkpoint = _load_checkpoint(Path(args.work) / "checkpoint.pt")
+    if checkpoint is None:
+        raise SystemExit(f"no checkpoint in {args.work}")
+    unet, text_encoder = build_unet(), AttributeTextEncoder()
+    ema = _EMA([unet, text_encoder], decay=0.0)
+    ema.load_state_dict(checkpoint["ema"])
+    ema.copy_to()
+    ShapesPipeline(unet=unet, text_encoder=text_encoder, scheduler=build_scheduler()).to(torch.float16).save_pretrained(args.out)
+    print(f"wrote {args.out} (EMA at step {checkpoint['step']})")
+
+
 def _write_samples(unet, text_encoder, ema: _EMA, path: Path, seed: int) -> None:
     """Sample the EMA weights on the grid prompts without disturbing the training weights."""
     backup = [p.detach().clone() for p in ema.params]
@@ -251,8 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     for p in (enc, gen):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--checkpoint-every", type=int, default=250)
+    export = sub.add_parser("export", help="export the generator checkpoint's EMA weights now")
+    export.add_argument("--work", default="runs/generator")
+    export.add_argument("--out", default=str(GENERATOR_DIR))
     args = parser.parse_args(argv)
-    (train_encoder if args.what == "encoder" else train_generator)(args)
+    {"encoder": train_encoder, "generator": train_generator, "export": export_generator}[args.what](args)
 
 
 if __name__ == "__main__":

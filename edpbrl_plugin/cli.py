@@ -1,0 +1,61 @@
+"""``edpbrl`` command line: the personalization demo and the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (JSON + plots, seeds and confidence intervals)")
+    which = bench.add_subparsers(dest="bench", required=True)
+
+    queries = which.add_parser("queries", help="learning curves per query strategy (issue: engine)")
+    queries.add_argument("--settings", default="A,B,C-w10-k2,C-w50-k2,C-w10-k4,C-w50-k4,D")
+    queries.add_argument("--strategies", default=None, help="comma list (default: all, with the BoTorch peer)")
+    queries.add_argument("--seeds", type=int, default=20)
+    queries.add_argument("--answers", type=int, default=60)
+    queries.add_argument("--workers", type=int, default=1)
+    queries.add_argument("--no-peer", action="store_true", help="skip BoTorch's PairwiseGP + EUBO")
+    queries.add_argument("--out", default="bench_results")
+
+    select = which.add_parser("select", help="time to choose a question among N candidates")
+    select.add_argument("--repeat", type=int, default=20)
+    select.add_argument("--out", default="bench_results")
+
+    design = which.add_parser("design", help="Frank-Wolfe prompt design time and objective")
+    design.add_argument("--repeat", type=int, default=3)
+    design.add_argument("--out", default="bench_results")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="edpbrl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_bench(sub)
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        out = Path(args.out)
+        if args.bench == "queries":
+            from .bench import queries
+
+            queries.run(
+                out,
+                settings=args.settings.split(","),
+                seeds=args.seeds,
+                n_answers=args.answers,
+                strategies=args.strategies.split(",") if args.strategies else None,
+                workers=args.workers,
+                with_peer=not args.no_peer,
+            )
+        elif args.bench == "select":
+            from .bench import select
+
+            select.run(out, repeat=args.repeat)
+        elif args.bench == "design":
+            from .bench import design
+
+            design.run(out, repeat=args.repeat)
+
+
+if __name__ == "__main__":
+    main()
