@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -56,8 +57,11 @@ def build_scheduler() -> DDIMScheduler:
     )
 
 
-class ShapesPipeline(DiffusionPipeline):
+class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     """Text-to-image over the styled-shapes vocabulary ("blue star outline navy").
+
+    LoRA adapters load and save through diffusers' standard loader (``load_lora_weights``,
+    ``save_lora_weights``, ``set_adapters``, ``fuse_lora``); only the UNet takes adapters.
 
     Args:
         unet: pixel-space ``UNet2DConditionModel`` predicting v.
@@ -66,6 +70,7 @@ class ShapesPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
+    _lora_loadable_modules = ["unet"]
     _callback_tensor_inputs = ["latents"]
 
     def __init__(self, unet: UNet2DConditionModel, text_encoder: AttributeTextEncoder, scheduler: DDIMScheduler):

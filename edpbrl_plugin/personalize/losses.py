@@ -1,0 +1,75 @@
+"""Losses for online updates: Diffusion-DPO, PAPA / EPAPA, reward-weighted regression.
+
+All operate on per-sample denoising errors from :class:`~.denoiser.Denoiser`, so they are written
+once for pixel and latent pipelines and for ε- and v-prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from .denoiser import Denoiser
+
+
+def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction.float() - target.float()).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
+
+
+def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO: −log σ(−½β[(e_w − e_l) − (e_w^ref − e_l^ref)]) on per-pair denoising errors.
+
+    Returns (mean loss, implicit accuracy: the fraction of pairs the tuned model already prefers).
+    log 2 when model = reference; its gradient vanishes only when winner and loser coincide.
+    """
+    inside = -0.5 * beta * ((model_w - model_l) - (ref_w - ref_l))
+    return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
+
+
+def elbo_weights(denoiser: Denoiser, clip_quantile: float = 0.99) -> torch.Tensor:
+    """PAPA's ELBO weights w_t = (1 − α_t) / (α_t (1 − ᾱ_{t−1})) per timestep ``[T]``, made finite.
+
+    They are infinite at t = 0 (ᾱ_{−1} = 1) and, with zero-terminal-SNR schedules, at t = T − 1
+    (α = 0). We clip at the ``clip_quantile`` of the finite values and normalise to mean 1 so the
+    learning rate keeps its meaning across schedules.
+    """
+    alphas = denoiser.alphas.double()
+    ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), denoiser.alphas_cumprod.double()[:-1]])
+    with torch.no_grad():
+        w = (1.0 - alphas) / (alphas * (1.0 - ab_prev))
+        finite = w[torch.isfinite(w) & (w > 0)]
+        cap = torch.quantile(finite, clip_quantile)
+        w = torch.where(torch.isfinite(w), w, cap).clamp(max=cap)
+    return (w / w.mean()).float()
+
+
+def papa_loss(
+    error: torch.Tensor,
+    base_error: torch.Tensor,
+    pull: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    c_pref: float = 0.1,
+    c_base: float = 0.009,
+    unlikelihood_cap: float = 2.0,
+    pull_all: bool = True,
+) -> torch.Tensor:
+    """PAPA's signed, ELBO-weighted denoising loss plus a pull toward the base model (per sample, in ε space).
+
+    ``error`` / ``base_error``: ‖ε̂ − ε‖² of the tuned / base model; ``pull``: ‖ε̂ − ε̂_base‖²;
+    ``labels`` +1 like / −1 dislike; ``weights``: w_t of each sample's timestep.
+    The unlikelihood term (dislikes) is unbounded below in the paper; here it stops pushing once the
+    tuned error reaches ``unlikelihood_cap`` × the base error, and the base pull applies to every sample
+    (``pull_all``), so the loss stays bounded.
+    """
+    liked = labels > 0
+    bounded = torch.minimum(error, unlikelihood_cap * base_error.detach())
+    preference = torch.where(liked, error, -bounded)
+    pull_mask = torch.ones_like(pull) if pull_all else liked.float()
+    return (c_pref * weights * preference + c_base * pull * pull_mask).mean()
+
+
+def rwr_loss(error: torch.Tensor, rewards: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Reward-weighted denoising: weights ∝ exp(r / τ), normalised to mean 1 over the batch."""
+    weights = torch.softmax(rewards.float() / temperature, dim=0) * len(rewards)
+    return (weights.detach() * error).mean()
