@@ -31,9 +31,32 @@ def _add_bench(sub) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="edpbrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the personalization loop on the embedded model (offline)")
+    demo.add_argument("--user", default="blue-outline", help="simulated user (see --list-users)")
+    demo.add_argument("--interactive", action="store_true", help="answer yourself in the terminal")
+    demo.add_argument("--rounds", type=int, default=6)
+    demo.add_argument("--questions", type=int, default=5, help="questions per round")
+    demo.add_argument("--candidates", type=int, default=24, help="candidates sampled per round")
+    demo.add_argument("--prompt", default="", help="prompt of every sample (empty: unconditional)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--generator", default=None, help="pipeline folder (default: the shipped embedded model)")
+    demo.add_argument("--out", default="edpbrl_demo")
+    demo.add_argument("--list-users", action="store_true")
     _add_bench(sub)
     args = parser.parse_args(argv)
-    if args.command == "bench":
+    if args.command == "demo":
+        from .embedded.judge import USER_PRESETS
+
+        if args.list_users:
+            for name, (taste, teacher) in USER_PRESETS.items():
+                print(f"{name:16} likes {', '.join(taste.likes) or '-'}; dislikes {', '.join(taste.dislikes) or '-'}; {teacher}")
+            return
+        from .demo import run_demo
+
+        run_demo(args.out, user=args.user, rounds=args.rounds, questions_per_round=args.questions,
+                 candidates_per_round=args.candidates, prompt=args.prompt, seed=args.seed,
+                 interactive=args.interactive, generator=args.generator)
+    elif args.command == "bench":
         out = Path(args.out)
         if args.bench == "queries":
             from .bench import queries

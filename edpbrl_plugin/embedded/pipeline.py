@@ -17,6 +17,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from ..mixin import PersonalizationMixin
 from .shapes import ATTRIBUTES, IMAGE_SIZE
 from .text_encoder import AttributeTextEncoder
 
@@ -57,11 +58,12 @@ def build_scheduler() -> DDIMScheduler:
     )
 
 
-class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, PersonalizationMixin):
     """Text-to-image over the styled-shapes vocabulary ("blue star outline navy").
 
     LoRA adapters load and save through diffusers' standard loader (``load_lora_weights``,
     ``save_lora_weights``, ``set_adapters``, ``fuse_lora``); only the UNet takes adapters.
+    Personalization (questions, answers, online LoRA updates) comes from :class:`PersonalizationMixin`.
 
     Args:
         unet: pixel-space ``UNet2DConditionModel`` predicting v.

@@ -16,14 +16,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .adapters import ADAPTER_NAME, adapter_state
+from .adapters import ADAPTER_NAME, adapter_state, add_adapter, load_adapter_state
 
 KOHYA_PREFIX = "lora_unet_"
 
 
 def base_fingerprint(unet) -> str:
     """A short hash of the UNet's architecture and parameter shapes: which base a LoRA belongs to."""
-    shapes = sorted((n, tuple(p.shape)) for n, p in unet.named_parameters() if "lora_" not in n)
+    shapes = sorted((n.replace(".base_layer", ""), tuple(p.shape)) for n, p in unet.named_parameters() if "lora_" not in n)
     config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
     payload = json.dumps([config, shapes], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -62,11 +62,11 @@ def save_kohya(unet, path: str | Path, name: str = ADAPTER_NAME, metadata: dict 
 def save_diffusers(pipe, folder: str | Path, name: str = ADAPTER_NAME, weight_name: str = "pytorch_lora_weights.safetensors",
                    metadata: dict | None = None) -> Path:
     """diffusers format through the pipeline's ``save_lora_weights`` (keeps rank and alpha in its metadata)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-
     folder = Path(folder)
     config = pipe.unet.peft_config[name]
-    layers = convert_state_dict_to_diffusers(adapter_state(pipe.unet, name))
+    # PEFT key names throughout: diffusers' older "lora.down" names cover only attention layers, and a
+    # file mixing both styles loses its attention keys when loaded into SDXL.
+    layers = adapter_state(pipe.unet, name)
     type(pipe).save_lora_weights(
         folder, unet_lora_layers=layers, weight_name=weight_name, unet_lora_adapter_metadata=config.to_dict()
     )
@@ -77,6 +77,32 @@ def save_diffusers(pipe, folder: str | Path, name: str = ADAPTER_NAME, weight_na
 def read_metadata(path: str | Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+def _load_kohya(unet, file: Path, name: str) -> None:
+    """Load a kohya file by matching its names to this UNet's module paths (exact for any architecture;
+    diffusers' converter guesses SD/SDXL layouts and drops SDXL attention keys of diffusers-named files)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(file))
+    modules = {KOHYA_PREFIX + n.replace(".", "_"): n for n, _ in unet.named_modules() if n}
+    peft_state, alphas, ranks = {}, set(), set()
+    for key, value in state.items():
+        stem, suffix = key.split(".", 1)
+        if stem not in modules:
+            raise ValueError(f"{file} has LoRA key {key} for a module this UNet does not have")
+        if suffix == "alpha":
+            alphas.add(float(value))
+        elif suffix in ("lora_down.weight", "lora_up.weight"):
+            peft_state[f"{modules[stem]}.lora_{'A' if 'down' in suffix else 'B'}.weight"] = value
+            if "down" in suffix:
+                ranks.add(value.shape[0])
+    if len(ranks) != 1 or len(alphas) > 1:
+        raise ValueError(f"{file} mixes ranks {sorted(ranks)} / alphas {sorted(alphas)}; one of each is supported")
+    rank = ranks.pop()
+    targets = sorted({k.rsplit(".lora_", 1)[0] for k in peft_state})
+    add_adapter(unet, rank=rank, alpha=alphas.pop() if alphas else rank, targets=targets, name=name)
+    load_adapter_state(unet, peft_state, name)
 
 
 def load_lora(pipe, path: str | Path, name: str = ADAPTER_NAME, scale: float = 1.0) -> None:
@@ -98,9 +124,14 @@ def load_lora(pipe, path: str | Path, name: str = ADAPTER_NAME, scale: float = 1
             f"{expected}); load it into the pipeline it was made for"
         )
     if name in (getattr(pipe.unet, "peft_config", None) or {}):
-        pipe.delete_adapters(name)
+        pipe.unet.delete_adapters(name)
+    with safe_open(str(file), framework="pt") as f:
+        kohya = any(k.startswith(KOHYA_PREFIX) for k in f.keys())
     try:
-        pipe.load_lora_weights(str(file), adapter_name=name)
+        if kohya:
+            _load_kohya(pipe.unet, file, name)
+        else:
+            pipe.load_lora_weights(str(file), adapter_name=name)
     except (RuntimeError, ValueError, KeyError) as error:
         raise ValueError(f"{file} does not fit this pipeline's UNet ({error}); it was made for another base model") from error
-    pipe.set_adapters([name], adapter_weights=[scale])
+    pipe.unet.set_adapters([name], weights=[scale])

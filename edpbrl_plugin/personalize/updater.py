@@ -17,13 +17,13 @@ from the base at each check, stopping (and restoring) when it passes ``drift_cap
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .adapters import ADAPTER_NAME, TimestepGate, adapter_state, adapters_disabled, add_adapter, has_adapter, load_adapter_state, trainable_parameters
 from .denoiser import Denoiser, concat_conditions, repeat_condition
@@ -136,6 +136,7 @@ class LoraUpdater:
         self.drift = DriftMonitor(self.denoiser, self._sample_images, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
+        self.progress = False
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -268,7 +269,7 @@ class LoraUpdater:
         report.reward_before = best_reward
         good_state = best_state
         self.unet.train()
-        for step in range(1, c.steps + 1):
+        for step in tqdm(range(1, c.steps + 1), desc="LoRA update", disable=not self.progress, leave=False):
             loss = 0.0
             if "dpo" in terms:
                 loss = loss + self._dpo_term(terms["dpo"], gen)
@@ -285,7 +286,7 @@ class LoraUpdater:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             report.steps = step
-            report.losses.append(float(loss))
+            report.losses.append(float(loss.detach()))
             if step % c.eval_every == 0 or step == c.steps:
                 drift = self.drift.measure()
                 if drift > c.drift_cap:

@@ -1,0 +1,179 @@
+"""``edpbrl demo``: the whole personalization loop on the embedded model, offline.
+
+Each round samples candidates, asks the most informative questions (Fisher design), records the
+answers in the store (a simulated user by default, or you in the terminal with ``--interactive``),
+refits the reward model and runs one LoRA update. Writes to ``--out``: the store, ``summary.json``,
+``learning_curve.png``, ``before.png`` / ``after.png`` and the LoRA in diffusers and kohya format.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .embedded.judge import AttributeJudge, make_user
+from .embedded.weights import load_pipeline
+from .features import EmbeddedEncoder
+from .imaging import grid, save_grid
+from .personalize.updater import UpdateConfig
+from .session import PersonalizationSession
+
+EVAL_SEED = 10_000
+HELDOUT_SEED = 20_000
+
+
+def _ask_in_terminal(images: np.ndarray, path: Path) -> str:
+    """Show the options side by side in one PNG and read the answer from the terminal."""
+    Image.fromarray(grid(images, columns=len(images), scale=8, pad=2)).save(path)
+    options = {"a": "0", "b": "1"} if len(images) == 2 else {str(i + 1): str(i) for i in range(len(images))}
+    extra = {"t": "tie", "s": "skip", "x": "both_bad"} if len(images) == 2 else {"s": "skip", "x": "both_bad"}
+    prompt = f"Which do you prefer? (left to right in {path}) [{'/'.join(options)}"
+    prompt += ", t=tie" if "t" in extra else ""
+    prompt += ", s=skip, x=both bad, q=quit] "
+    while True:
+        reply = input(prompt).strip().lower()
+        if reply == "q":
+            raise KeyboardInterrupt
+        if reply in options or reply in extra:
+            return options.get(reply) or extra[reply]
+        print("please answer with one of the letters shown")
+
+
+def _sample(pipe, n: int, seed: int, prompt: str) -> np.ndarray:
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+    return np.asarray(pipe(prompt=[prompt] * n, generator=generators, output_type="np").images, dtype=np.float32)
+
+
+def run_demo(
+    out: str | Path = "edpbrl_demo",
+    user: str = "blue-outline",
+    rounds: int = 6,
+    questions_per_round: int = 5,
+    candidates_per_round: int = 24,
+    prompt: str = "",
+    eval_samples: int = 64,
+    seed: int = 0,
+    interactive: bool = False,
+    update: UpdateConfig | None = None,
+    generator: str | Path | None = None,
+) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {"sample": 0.0, "select": 0.0, "answer": 0.0, "update": 0.0, "evaluate": 0.0}
+    torch.manual_seed(seed)
+    pipe = load_pipeline(generator) if generator else load_pipeline()
+    encoder = EmbeddedEncoder()
+    judge = AttributeJudge(encoder)
+    person = None if interactive else make_user(user, seed=seed, judge=judge)
+    store_path = out / "store.db"
+    session_id = f"demo-{'you' if interactive else user}-{time.strftime('%Y%m%d-%H%M%S')}"
+    session = pipe.start_personalization(store_path, session_id, user="you" if interactive else f"simulated:{user}",
+                                         encoder=encoder, prompts=[prompt], update_config=update or UpdateConfig(seed=seed))
+
+    t = time.perf_counter()
+    before = _sample(pipe, eval_samples, EVAL_SEED, prompt)
+    heldout = _sample(pipe, 128, HELDOUT_SEED, prompt)
+    timings["evaluate"] += time.perf_counter() - t
+    save_grid(before[:64], out / "before.png", columns=8)
+    heldout_features = encoder.encode(heldout)
+    # The simulated user's utility of the held-out images, for the reward model's accuracy curve.
+    true_utility = person.utility(heldout) if person else None
+
+    def reward_accuracy() -> float | None:
+        if true_utility is None:
+            return None
+        # Accuracy of θ̂'s choices on held-out pairs, judged by the simulated user's utility.
+        index = rng_eval.integers(0, len(heldout), size=(2000, 2))
+        est = heldout_features[index] @ session.model.theta_
+        truth = true_utility[index]
+        informative = truth[:, 0] != truth[:, 1]
+        hits = (est[:, 0] > est[:, 1]) == (truth[:, 0] > truth[:, 1])
+        tied = np.isclose(est[:, 0], est[:, 1])
+        return float(np.where(tied, 0.5, hits)[informative].mean()) if informative.any() else None
+
+    rng_eval = np.random.default_rng(seed + 1)
+    curve = [{"answers": 0, "reward_accuracy": reward_accuracy(),
+              "share_preferred": person.share_preferred(before) if person else None}]
+    updates = []
+    for round_ in range(rounds):
+        t = time.perf_counter()
+        session.sample_candidates(pipe, candidates_per_round, [prompt], seed=seed * 100_000 + round_ * candidates_per_round)
+        timings["sample"] += time.perf_counter() - t
+        t = time.perf_counter()
+        queries = session.next_queries(k=2, batch=questions_per_round, seed=seed + round_)
+        timings["select"] += time.perf_counter() - t
+        for query in queries:
+            images = np.stack([session.store.load_image(c) for c in session.store.candidates(session_id, query.candidates)])
+            t = time.perf_counter()
+            choice = _ask_in_terminal(images, out / "question.png") if interactive else person.answer(images / 255.0)
+            session.answer(query.id, choice, latency=time.perf_counter() - t)
+            timings["answer"] += time.perf_counter() - t
+        t = time.perf_counter()
+        report = pipe.update_lora(progress=not interactive)
+        timings["update"] += time.perf_counter() - t
+        updates.append({"round": round_ + 1, "summary": report.summary(), "drift": report.drift, "steps": report.steps,
+                        "seconds": round(report.seconds, 2)})
+        t = time.perf_counter()
+        probe = _sample(pipe, 32, EVAL_SEED, prompt) if person else None
+        timings["evaluate"] += time.perf_counter() - t
+        n_answers = len(session.store.answers(session_id))
+        curve.append({"answers": n_answers, "reward_accuracy": reward_accuracy(),
+                      "share_preferred": person.share_preferred(probe) if person else None})
+        print(f"round {round_ + 1}/{rounds}: {n_answers} answers; {report.summary()}"
+              + (f"; share preferred {curve[-1]['share_preferred']:.2f}" if person else ""))
+
+    t = time.perf_counter()
+    after = _sample(pipe, eval_samples, EVAL_SEED, prompt)
+    timings["evaluate"] += time.perf_counter() - t
+    save_grid(after[:64], out / "after.png", columns=8)
+    paths = pipe.save_personalization(out / "lora", kohya_name=f"edpbrl_{session_id}.safetensors")
+    status = session.status()
+    summary = {
+        "session": session_id,
+        "user": "interactive" if interactive else user,
+        "answers": status["answers"],
+        "informative_answers": status["informative_answers"],
+        "learned_taste": status["taste"],
+        "reward_accuracy_heldout": curve[-1]["reward_accuracy"],
+        "share_preferred_before": person.share_preferred(before) if person else None,
+        "share_preferred_after": person.share_preferred(after) if person else None,
+        "expected_accuracy_on_pool": status["expected_accuracy"],
+        "curve": curve,
+        "updates": updates,
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()} | {"total": round(time.perf_counter() - started, 2)},
+        "files": {"store": str(store_path), "lora_diffusers": str(paths["diffusers"]), "lora_kohya": str(paths["kohya"]),
+                  "before": str(out / "before.png"), "after": str(out / "after.png"),
+                  "learning_curve": str(out / "learning_curve.png")},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _plot_curve(curve, out / "learning_curve.png")
+    print(json.dumps({k: summary[k] for k in ("answers", "learned_taste", "reward_accuracy_heldout",
+                                                "share_preferred_before", "share_preferred_after")}, indent=1))
+    print(f"wrote {out}/summary.json, before.png, after.png, learning_curve.png, lora/")
+    return summary
+
+
+def _plot_curve(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    answers = [c["answers"] for c in curve]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key, label in (("reward_accuracy", "reward model: held-out pair accuracy"), ("share_preferred", "share of samples you prefer")):
+        values = [c[key] for c in curve]
+        if any(v is not None for v in values):
+            ax.plot(answers, [np.nan if v is None else v for v in values], marker="o", label=label)
+    ax.set_xlabel("answers (human actions)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

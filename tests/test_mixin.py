@@ -1,0 +1,100 @@
+"""The diffusers mixin on tiny random SD / SDXL pipelines built from configs: the whole loop, save and load."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from edpbrl_plugin.mixin import PersonalizationMixin, personalize
+from edpbrl_plugin.personalize.adapters import ADAPTER_NAME, adapters_disabled
+from edpbrl_plugin.personalize.denoiser import Denoiser
+from edpbrl_plugin.personalize.updater import UpdateConfig
+from edpbrl_plugin.store import PreferenceStore
+from tiny_pipelines import tiny_sd, tiny_sdxl
+
+FAST = UpdateConfig(steps=3, eval_every=3, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
+                    guidance_scale=1.0, drift_cap=10.0)
+
+
+@pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])
+def test_full_loop_on_a_tiny_pipeline_then_save_resume_and_load(tmp_path, factory):
+    base = factory()
+    base.set_progress_bar_config(disable=True)
+    pipe = personalize(base)
+    assert isinstance(pipe, PersonalizationMixin) and pipe.unet is base.unet  # components shared, not copied
+    pipe.start_personalization(tmp_path / "prefs.db", "s1", user="ana", prompts=["a castle"], update_config=FAST)
+    candidates = pipe.sample_candidates(6, seed=0, num_inference_steps=2, guidance_scale=1.0)
+    assert len(candidates.ids) == 6 and candidates.features.shape[0] == 6
+    for answer in (0, 1, "tie"):
+        query = pipe.next_query(k=2)
+        assert len(query.candidates) == 2 and query.information_gain > 0
+        pipe.submit_answer(query.id, answer)
+    kset = pipe.next_query(k=3)
+    pipe.submit_answer(kset.id, 2)
+    model = pipe.update_reward()
+    assert model.n_answers_ == 4
+    report = pipe.update_lora(progress=False)
+    assert report.changed and report.n_pairs == 2 + 2
+    status = pipe.personalization_status()
+    assert status["answers"] == 4 and status["lora_version"] == 1 and status["drift"] is not None
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor([300])
+    cond = Denoiser(pipe).condition(["a castle"])
+    with torch.no_grad():
+        version_1 = pipe.unet(x, t, **cond).sample
+    # Resume in a fresh pipeline: the store restores the answers and the latest LoRA version.
+    again = personalize(factory())
+    again.start_personalization(tmp_path / "prefs.db", "s1", update_config=FAST)
+    np.testing.assert_allclose(again.update_reward().theta_, model.theta_)
+    with torch.no_grad():
+        torch.testing.assert_close(again.unet(x, t, **cond).sample, version_1, atol=1e-5, rtol=1e-4)
+    # A strongly trained adapter (every LoRA weight moved) exports and loads back at the trained strength.
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+        tuned = pipe.unet(x, t, **cond).sample
+        with adapters_disabled(pipe.unet):
+            base = pipe.unet(x, t, **cond).sample
+    paths = pipe.save_personalization(tmp_path / "export")
+    for fmt in ("kohya", "diffusers"):
+        fresh = personalize(factory())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any "target modules not in the state dict" warning fails the test
+            fresh.load_personalization(paths[fmt])
+        with torch.no_grad():
+            torch.testing.assert_close(fresh.unet(x, t, **cond).sample, tuned, atol=1e-4, rtol=1e-4)
+        assert ADAPTER_NAME in fresh.unet.peft_config
+    assert not torch.allclose(tuned, base, atol=1e-3)
+
+
+def test_like_dislike_and_skip_answers_flow_into_the_update(tmp_path):
+    pipe = personalize(tiny_sd())
+    pipe.set_progress_bar_config(disable=True)
+    session = pipe.start_personalization(tmp_path / "p.db", "s2", prompts=["x"], update_config=FAST)
+    candidates = pipe.sample_candidates(3, num_inference_steps=2, guidance_scale=1.0)
+    for cid, answer in zip(candidates.ids, ("like", "dislike", "skip")):
+        pipe.submit_answer(session.rating_query(cid).id if answer != "skip" else pipe.next_query().id, answer)
+    pairs, ratings = session.training_data()
+    assert pairs == [] and [r.label for r in ratings] == [1, -1]
+    report = pipe.update_lora(progress=False, method="papa")
+    assert report.changed and report.n_ratings == 2
+
+
+def test_mismatched_encoder_dims_between_sessions_is_a_clear_error(tmp_path):
+    from edpbrl_plugin.session import PersonalizationSession
+    from edpbrl_plugin.store import StoreError
+
+    PersonalizationSession(tmp_path / "p.db", "s3", encoder="embedded")
+    with pytest.raises(StoreError, match="recorded with encoder embedded-attributes"):
+        PersonalizationSession(tmp_path / "p.db", "s3", encoder="embedded-embedding")
+    with PreferenceStore(tmp_path / "p.db") as store:
+        assert store.get_session("s3").config["feature_dim"] == 20
+
+
+def test_starting_without_a_unet_is_refused():
+    class NoUnet(PersonalizationMixin):
+        pass
+
+    with pytest.raises(ValueError, match="no `unet`"):
+        NoUnet().start_personalization("unused.db", "s")
