@@ -1,7 +1,7 @@
 """ComfyUI entry point of the edpbrl node pack.
 
 ComfyUI imports this folder as a package. The engine is imported absolutely as ``edpbrl_plugin``
-(one module object for the nodes and the routes), so this folder goes on ``sys.path`` first.
+(one module object for the nodes and the routes), so this folder goes on ``sys.path``.
 """
 
 import os
@@ -9,7 +9,7 @@ import sys
 
 _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 if _PACK_DIR not in sys.path:
-    sys.path.insert(0, _PACK_DIR)
+    sys.path.append(_PACK_DIR)  # appended: never shadows ComfyUI's own modules (it has a `nodes` too)
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 

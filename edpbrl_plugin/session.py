@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +94,12 @@ class PersonalizationSession:
         return Candidates(self.session, ids, list(prompts), seeds, features)
 
     def sample_candidates(self, pipe, n: int, prompts: Sequence[str] = ("",), seed: int = 0,
-                          num_inference_steps: int | None = None, guidance_scale: float | None = None) -> tuple[Candidates, np.ndarray]:
-        """Sample ``n`` images with ``pipe`` (prompts cycled, seeds ``seed .. seed+n-1``) and store them."""
+                          num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                          on_step: Callable[[int, int], None] | None = None) -> tuple[Candidates, np.ndarray]:
+        """Sample ``n`` images with ``pipe`` (prompts cycled, seeds ``seed .. seed+n-1``) and store them.
+
+        ``on_step(step, total)`` reports denoising progress (a host's progress bar).
+        """
         import torch
 
         if n < 1:
@@ -104,7 +108,15 @@ class PersonalizationSession:
         chosen = [prompts[i % len(prompts)] for i in range(n)]
         generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
         kwargs = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale)) if v is not None}
-        images = np.asarray(pipe(prompt=chosen, generator=generators, output_type="np", **kwargs).images, dtype=np.float32)
+        callback = {}
+        if on_step is not None:
+            def report(pipeline, step, timestep, tensors):
+                on_step(step + 1, len(pipeline.scheduler.timesteps))
+                return tensors
+
+            callback = {"callback_on_step_end": report}
+        images = np.asarray(pipe(prompt=chosen, generator=generators, output_type="np", **kwargs, **callback).images,
+                            dtype=np.float32)
         generator = {"pipeline": type(pipe).__name__, "seed": seed, **kwargs}
         return self.add_candidates(images, chosen, list(range(seed, seed + n)), generator), images
 
@@ -288,7 +300,8 @@ class PersonalizationSession:
             self._updaters[key] = current
         return current
 
-    def update_lora(self, pipe, config=None, prompts: Sequence[str] = ("",), progress: bool = False):
+    def update_lora(self, pipe, config=None, prompts: Sequence[str] = ("",), progress: bool = False,
+                    on_step: Callable[[int, int], None] | None = None):
         """Run one LoRA update from every answer so far; a changed adapter is saved as a new version.
 
         Returns (report, LoraVersion or None). Files: ``<store>_loras/<session>/v<N>/`` (diffusers) and
@@ -299,7 +312,7 @@ class PersonalizationSession:
         updater = self.updater(pipe, config, prompts)
         updater.progress = progress
         pairs, ratings = self.training_data()
-        report = updater.update(pairs, ratings)
+        report = updater.update(pairs, ratings, on_step=on_step)
         if not report.changed:
             return report, None
         version = self.store.next_lora_version(self.session)

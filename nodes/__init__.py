@@ -1,4 +1,23 @@
 """ComfyUI node classes: thin adapters over the engine in ``edpbrl_plugin``."""
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from .nodes_lora import SaveLoRA, SessionStatus, UpdateLoRA
+from .nodes_loop import Ask, DesignPrompts, FeatureEncoder, LoadPipeline, RecordAnswer, SampleCandidates, SelectQuery
+from .routes import register as _register_routes
+
+_NODES = {
+    "EDPBRL_LoadPipeline": (LoadPipeline, "EDPBRL Load Pipeline"),
+    "EDPBRL_FeatureEncoder": (FeatureEncoder, "EDPBRL Feature Encoder"),
+    "EDPBRL_SampleCandidates": (SampleCandidates, "EDPBRL Sample Candidates"),
+    "EDPBRL_DesignPrompts": (DesignPrompts, "EDPBRL Design Prompts (ED-PBRL)"),
+    "EDPBRL_SelectQuery": (SelectQuery, "EDPBRL Select Query (Fisher)"),
+    "EDPBRL_Ask": (Ask, "EDPBRL Ask"),
+    "EDPBRL_RecordAnswer": (RecordAnswer, "EDPBRL Record + Update Reward"),
+    "EDPBRL_UpdateLoRA": (UpdateLoRA, "EDPBRL Update LoRA"),
+    "EDPBRL_SaveLoRA": (SaveLoRA, "EDPBRL Save LoRA"),
+    "EDPBRL_SessionStatus": (SessionStatus, "EDPBRL Session Status"),
+}
+
+NODE_CLASS_MAPPINGS = {key: cls for key, (cls, _) in _NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {key: name for key, (_, name) in _NODES.items()}
+
+_register_routes()

@@ -131,12 +131,15 @@ class LoraUpdater:
         self.prompts = list(prompts) or [""]
         self.denoiser = Denoiser(pipe)
         self.unet = pipe.unet
-        if not has_adapter(self.unet, ADAPTER_NAME):
-            add_adapter(self.unet, self.config.rank, self.config.alpha, self.config.targets, seed=self.config.seed)
+        self._ensure_adapter()
         self.drift = DriftMonitor(self.denoiser, self._sample_images, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
         self.progress = False
+
+    def _ensure_adapter(self) -> None:
+        if not has_adapter(self.unet, ADAPTER_NAME):
+            add_adapter(self.unet, self.config.rank, self.config.alpha, self.config.targets, seed=self.config.seed)
 
     # ------------------------------------------------------------------ sampling
     @property
@@ -241,8 +244,12 @@ class LoraUpdater:
                                     self.config.distill_temperature * spread)
         return terms
 
-    def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = ()) -> UpdateReport:
-        """One update of the adapter from these answers (typically all answers so far)."""
+    def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
+               on_step: Callable[[int, int], None] | None = None) -> UpdateReport:
+        """One update of the adapter from these answers (typically all answers so far).
+
+        ``on_step(step, total)`` is called after every optimiser step (a host's progress bar).
+        """
         start = time.perf_counter()
         c = self.config
         self._round += 1
@@ -257,6 +264,7 @@ class LoraUpdater:
         if c.method == "distill" and self.reward_fn is None:
             report.stopped = "distillation needs a reward model"
             return report
+        self._ensure_adapter()
         self.unet.set_adapter(ADAPTER_NAME)
         terms = self._prepare(pairs, ratings, seed)
         if not terms:
@@ -287,6 +295,8 @@ class LoraUpdater:
             optimizer.step()
             report.steps = step
             report.losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(step, c.steps)
             if step % c.eval_every == 0 or step == c.steps:
                 drift = self.drift.measure()
                 if drift > c.drift_cap:

@@ -1,0 +1,164 @@
+"""Process-wide registry: open sessions, loaded pipelines, and versioned pipeline handles.
+
+Hosts such as ComfyUI cache node outputs and hand the same object to every consumer, so a LoRA
+update never mutates a handle it received: it returns a new :class:`PipelineHandle` naming the
+adapter version. The heavy pipeline object is loaded once per source and brought to the version a
+handle names (from the version's file in the store) whenever a handle is used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .features import FeatureEncoder, load_encoder
+from .session import PersonalizationSession
+from .store import PreferenceStore, StoreError
+
+_lock = threading.RLock()
+_sessions: dict[tuple[str, str], PersonalizationSession] = {}
+_stores: dict[str, PreferenceStore] = {}
+_pipelines: dict[str, object] = {}
+_encoders: dict[str, FeatureEncoder] = {}
+
+
+def default_store_path() -> Path:
+    """``$EDPBRL_STORE`` or ``~/.edpbrl/preferences.db`` (hosts may pass their own path)."""
+    return Path(os.environ.get("EDPBRL_STORE", Path.home() / ".edpbrl" / "preferences.db"))
+
+
+def store(path: str | Path | None = None) -> PreferenceStore:
+    key = str(Path(path or default_store_path()).resolve())
+    with _lock:
+        if key not in _stores:
+            _stores[key] = PreferenceStore(key)
+        return _stores[key]
+
+
+def encoder(spec: str = "embedded") -> FeatureEncoder:
+    with _lock:
+        if spec not in _encoders:
+            _encoders[spec] = load_encoder(spec)
+        return _encoders[spec]
+
+
+def session(session_id: str, encoder_spec: str | FeatureEncoder | None = None, store_path: str | Path | None = None,
+            strategy: str | None = None) -> PersonalizationSession:
+    """The open session ``session_id`` (created with ``encoder_spec`` on first use)."""
+    db = store(store_path)
+    key = (str(db.path), session_id)
+    with _lock:
+        current = _sessions.get(key)
+        enc = encoder(encoder_spec) if isinstance(encoder_spec, str) else encoder_spec
+        if current is not None and enc is not None and enc.name != current.encoder.name:
+            raise StoreError(
+                f"session {session_id!r} uses encoder {current.encoder.name}, not {enc.name}; use another session id"
+            )
+        if current is None:
+            if enc is None:  # reopen with the encoder the session was recorded with
+                enc = encoder(db.get_session(session_id).config.get("encoder", "embedded") if db.has_session(session_id) else "embedded")
+            kwargs = {"strategy": strategy} if strategy else {}
+            current = PersonalizationSession(db, session_id, encoder=enc, **kwargs)
+            _sessions[key] = current
+        return current
+
+
+def session_of_query(query_id: int, store_path: str | Path | None = None) -> PersonalizationSession:
+    return session(store(store_path).get_query(query_id).session, store_path=store_path)
+
+
+@dataclass(frozen=True)
+class PipelineHandle:
+    """A loaded pipeline at one adapter version (0 = the base model) of one session."""
+
+    source: str
+    session: str | None = None
+    version: int = 0
+
+    def describe(self) -> str:
+        return f"{self.source}" + (f" + {self.session} LoRA v{self.version}" if self.version else " (base)")
+
+
+def load_pipeline(source: str = "embedded", config: str | None = None):
+    """Load (once per process) ``"embedded"``, a diffusers folder, or a single-file checkpoint.
+
+    A single-file checkpoint needs ``config``: a local diffusers folder of the same architecture
+    (nothing is downloaded).
+    """
+    key = f"{source}|{config or ''}"
+    with _lock:
+        if key in _pipelines:
+            return _pipelines[key]
+        if source == "embedded":
+            from .embedded.weights import load_pipeline as load_embedded
+
+            pipe = load_embedded()
+        else:
+            pipe = _load_external(Path(source), config)
+        pipe.set_progress_bar_config(disable=True)
+        pipe._edpbrl_state = (None, 0)
+        _pipelines[key] = pipe
+        return pipe
+
+
+def _load_external(path: Path, config: str | None):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from .mixin import personalize
+
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        return personalize(DiffusionPipeline.from_pretrained(path, local_files_only=True))
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not config:
+        raise ValueError(
+            f"loading the single-file checkpoint {path.name} needs `config`: a local diffusers folder of the same "
+            "architecture (nothing can be downloaded)"
+        )
+    index = Path(config) / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"config {config} is not a diffusers folder (no model_index.json)")
+    cls = StableDiffusionXLPipeline if "XL" in index.read_text() else StableDiffusionPipeline
+    return personalize(cls.from_single_file(str(path), config=str(config), local_files_only=True))
+
+
+def materialize(handle: PipelineHandle, config: str | None = None):
+    """The pipeline of ``handle`` with exactly the adapter version it names loaded."""
+    from .personalize.adapters import ADAPTER_NAME, has_adapter
+    from .personalize.export import load_lora
+
+    pipe = load_pipeline(handle.source, config)
+    with _lock:
+        wanted = (handle.session, handle.version)
+        if getattr(pipe, "_edpbrl_state", None) == wanted:
+            return pipe
+        if handle.version == 0:
+            if has_adapter(pipe.unet, ADAPTER_NAME):
+                pipe.unet.delete_adapters(ADAPTER_NAME)
+        else:
+            versions = {v.version: v for v in session(handle.session).store.lora_versions(handle.session)}
+            if handle.version not in versions:
+                raise StoreError(f"session {handle.session!r} has no LoRA version {handle.version}")
+            load_lora(pipe, versions[handle.version].file)
+        pipe._edpbrl_state = wanted
+        return pipe
+
+
+def mark_version(pipe, session_id: str, version: int) -> None:
+    """Record that ``pipe`` now carries ``version`` of ``session_id`` (after an in-place update)."""
+    pipe._edpbrl_state = (session_id, version)
+
+
+def reset() -> None:
+    """Forget every open session and pipeline (tests)."""
+    with _lock:
+        for db in _stores.values():
+            db.close()
+        _sessions.clear()
+        _stores.clear()
+        _pipelines.clear()
+        _encoders.clear()

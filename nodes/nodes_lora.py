@@ -1,0 +1,112 @@
+"""EDPBRL nodes: the online LoRA update, saving it for ComfyUI's LoraLoader, and the session's status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edpbrl_plugin import registry
+from edpbrl_plugin.personalize.export import save_kohya
+from edpbrl_plugin.personalize.updater import METHODS, UpdateConfig
+from edpbrl_plugin.registry import PipelineHandle
+from edpbrl_plugin.report import status_image
+
+from . import comfy_bridge as comfy
+from .nodes_loop import CATEGORY, SESSION, _session
+from .types import PIPELINE, REWARD, RewardToken, to_comfy
+
+
+class UpdateLoRA:
+    DESCRIPTION = "One online LoRA update from every answer so far (default: DPO on answers + learned-reward distillation). Outputs a new versioned pipeline; the input is not changed."
+    CATEGORY = f"{CATEGORY}/lora"
+    RETURN_TYPES = (PIPELINE, "FLOAT", "STRING")
+    RETURN_NAMES = ("pipeline", "drift", "report")
+    OUTPUT_TOOLTIPS = ("The pipeline at the new LoRA version.", "Distance from the base model (0 = unchanged).", "What the update did.")
+    FUNCTION = "update"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pipeline": (PIPELINE, {"tooltip": "The pipeline the candidates came from."}),
+                "reward": (REWARD, {"tooltip": "From Record + update reward (orders the update after the answer)."}),
+                "method": (list(METHODS), {"default": "default", "tooltip": "default = DPO + distillation; papa / epapa use like/dislike answers."}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Optimizer steps (early stopping may end sooner)."}),
+                "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1e-1, "step": 1e-5, "tooltip": "AdamW learning rate of the LoRA."}),
+                "drift_cap": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Stop and restore when the drift from the base passes this."}),
+                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Prompts of fresh samples for distillation, one per line."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def update(self, pipeline, reward, method, steps, learning_rate, drift_cap, prompt, unique_id=None):
+        if not isinstance(pipeline, PipelineHandle) or not isinstance(reward, RewardToken):
+            raise ValueError("connect pipeline (Load pipeline / Update LoRA) and reward (Record + update reward)")
+        if pipeline.session not in (None, reward.session):
+            raise ValueError(f"the pipeline carries session {pipeline.session!r}'s LoRA, not {reward.session!r}")
+        active = _session(reward.session)
+        pipe = registry.materialize(pipeline)
+        config = UpdateConfig(method=method, steps=steps, learning_rate=learning_rate, drift_cap=drift_cap)
+        prompts = [line.strip() for line in prompt.splitlines()] or [""]
+        report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id))
+        if version is None:
+            return (pipeline, 0.0, report.summary())
+        registry.mark_version(pipe, reward.session, version.version)
+        return (PipelineHandle(pipeline.source, reward.session, version.version), float(report.drift), report.summary())
+
+
+class SaveLoRA:
+    DESCRIPTION = "Write the LoRA as a versioned kohya file into ComfyUI's loras folder (the stock LoraLoader applies it at the trained strength) plus the diffusers format."
+    CATEGORY = f"{CATEGORY}/lora"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("lora_name",)
+    OUTPUT_TOOLTIPS = ("The file name to pick in LoraLoader.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pipeline": (PIPELINE, {"tooltip": "From Update LoRA."}),
+            "filename_prefix": ("STRING", {"default": "edpbrl", "tooltip": "Files are named <prefix>_<session>_v<version>.safetensors (ComfyUI caches LoRAs by name)."}),
+        }}
+
+    def save(self, pipeline, filename_prefix):
+        if not isinstance(pipeline, PipelineHandle):
+            raise ValueError("pipeline must come from Update LoRA")
+        if pipeline.version == 0:
+            raise ValueError("this pipeline has no LoRA yet: connect the output of Update LoRA after at least one answer")
+        pipe = registry.materialize(pipeline)
+        prefix = "".join(c for c in filename_prefix if c.isalnum() or c in "_-") or "edpbrl"
+        name = f"{prefix}_{pipeline.session}_v{pipeline.version}.safetensors"
+        active = _session(pipeline.session)
+        path = save_kohya(pipe.unet, comfy.loras_dir() / "edpbrl" / name,
+                          metadata={"session": pipeline.session, "version": pipeline.version, "answers": active.model.n_answers_,
+                                    "source": Path(pipeline.source).name})
+        diffusers = next(v.file for v in active.store.lora_versions(pipeline.session) if v.version == pipeline.version)
+        lora_name = f"edpbrl/{name}"
+        return {"ui": {"text": [f"{lora_name} (kohya, {path})\n{diffusers} (diffusers)"]}, "result": (lora_name,)}
+
+
+class SessionStatus:
+    DESCRIPTION = "The session's learning curve, drift per LoRA version and learned taste, as an image."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("plot", "status")
+    OUTPUT_TOOLTIPS = ("Learning curve and reward estimate.", "Status text.")
+    FUNCTION = "status"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"session": SESSION}, "optional": {"reward": (REWARD, {"tooltip": "Orders this after Record."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def status(self, session, reward=None):
+        active = _session(reward.session if isinstance(reward, RewardToken) else session)
+        return (to_comfy(status_image(active)[None].astype("float32") / 255.0), active.status_text())

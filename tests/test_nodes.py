@@ -1,0 +1,211 @@
+"""ComfyUI node pack, without ComfyUI: the node contract, each node on small inputs, the loop chained
+node by node with answers through the HTTP route handler, bad input. (The real check runs the pack in
+ComfyUI itself; see the README's verification section.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    """Import the pack root the way ComfyUI does: a module named after its folder, loaded from __init__.py."""
+    tmp = tmp_path_factory.mktemp("comfy")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EDPBRL_STORE", str(tmp / "prefs.db"))
+    patch.setenv("EDPBRL_LORA_DIR", str(tmp / "loras"))
+    from edpbrl_plugin import registry
+
+    registry.reset()
+    spec = importlib.util.spec_from_file_location("edpbrl_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["edpbrl_pack"] = module
+    spec.loader.exec_module(module)
+    yield module
+    registry.reset()
+    patch.undo()
+
+
+def node(pack, name):
+    return pack.NODE_CLASS_MAPPINGS[name]()
+
+
+def run(pack, name, **inputs):
+    cls = pack.NODE_CLASS_MAPPINGS[name]
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    return out["result"] if isinstance(out, dict) else out
+
+
+def test_every_node_follows_the_v1_contract(pack):
+    assert pack.WEB_DIRECTORY == "./nodes/web" and (ROOT / "nodes" / "web" / "edpbrl.js").is_file()
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert name.startswith("EDPBRL_") and cls.CATEGORY.startswith("EDPBRL")
+        spec = cls.INPUT_TYPES()
+        assert "required" in spec and set(spec) <= {"required", "optional", "hidden"}
+        for section in ("required", "optional"):
+            for input_name, entry in spec.get(section, {}).items():
+                assert isinstance(entry, tuple) and 1 <= len(entry) <= 2, (name, input_name)
+                assert entry[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+        assert callable(getattr(cls, cls.FUNCTION)) and cls.DESCRIPTION
+
+
+@pytest.fixture(scope="module")
+def loop(pack):
+    """Load pipeline -> Feature encoder -> Sample candidates, shared by the tests below."""
+    (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded")
+    (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
+    images, candidates = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop",
+                             prompt="star\n", count=6, seed=3, steps=FAST_STEPS, guidance=2.0)
+    return pipeline, encoder, images, candidates
+
+
+def ask_in_thread(pack, query, **kwargs):
+    result = {}
+
+    def target():
+        try:
+            result["out"] = run(pack, "EDPBRL_Ask", query=query, unique_id="7", **kwargs)
+        except Exception as error:  # surfaced by the test
+            result["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result
+
+
+def wait_until_waiting(query_id, timeout=10.0):
+    from edpbrl_plugin.broker import BROKER
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(w.query == query_id for w in BROKER.waiting()):
+            return
+        time.sleep(0.02)
+    raise AssertionError("Ask never started waiting")
+
+
+def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
+    routes = sys.modules["edpbrl_pack.nodes.routes"]
+    pipeline, encoder, images, candidates = loop
+    assert images.shape == (6, 32, 32, 3) and images.dtype == torch.float32 and 0 <= images.min() and images.max() <= 1
+    options, query, gain = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", candidates=candidates)
+    assert options.shape == (2, 32, 32, 3) and gain > 0
+    thread, result = ask_in_thread(pack, query, mode="wait", timeout_s=0, on_timeout="leave pending")
+    wait_until_waiting(query.id)
+    pending = routes.pending()
+    assert [w["query"] for w in pending["waiting"]] == [query.id] and len(pending["waiting"][0]["images"]) == 2
+    reply = routes.answer({"query": query.id, "answer": "1", "latency": 0.5})
+    thread.join(10)
+    assert reply["ok"] and reply["released"] and "error" not in result
+    answer, token = result["out"]
+    assert answer == "1" and token.choice == "1"
+    status, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=token)
+    assert "1 answers" in status and reward.n_answers == 1
+    new_pipeline, drift, report = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=2,
+                                      learning_rate=1e-3, drift_cap=5.0, prompt="star")
+    assert pipeline.version == 0 and new_pipeline.version == 1 and new_pipeline is not pipeline
+    assert drift >= 0 and "dpo" in report
+    (lora_name,) = run(pack, "EDPBRL_SaveLoRA", pipeline=new_pipeline, filename_prefix="test")
+    assert lora_name == "edpbrl/test_loop_v1.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(Path(os.environ["EDPBRL_LORA_DIR"]) / lora_name), framework="pt") as f:
+        assert f.metadata()["edpbrl_session"] == "loop" and any(k.endswith(".alpha") for k in f.keys())
+    plot, text = run(pack, "EDPBRL_SessionStatus", session="loop", reward=reward)
+    assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and "LoRA v1" in text
+    # Sampling with the old handle brings the base model back: handles never change under a consumer.
+    base_again, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop", prompt="star",
+                        count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
+    torch.testing.assert_close(base_again, images[:2])
+
+
+def test_a_kway_question_and_answer_later(pack, loop):
+    routes = sys.modules["edpbrl_pack.nodes.routes"]
+    _, _, _, candidates = loop
+    options, query, _ = run(pack, "EDPBRL_SelectQuery", k=3, strategy="random", candidates=candidates)
+    assert options.shape[0] == 3
+    answer, token = run(pack, "EDPBRL_Ask", query=query, mode="answer later", timeout_s=0, on_timeout="leave pending")
+    assert answer == "pending" and token.choice is None
+    assert query.id in [q["query"] for q in routes.pending("loop")["queued"]]
+    status, _ = run(pack, "EDPBRL_RecordAnswer", answer_record=token)
+    assert "pending" in status
+    routes.answer({"query": query.id, "answer": 2})
+    with pytest.raises(ValueError, match="cannot take another answer"):
+        routes.answer({"query": query.id, "answer": 0})
+
+
+def test_timeouts_follow_their_stated_policy_and_cancel_ends_the_wait(pack, loop, monkeypatch):
+    _, _, _, candidates = loop
+    for policy, expected in (("leave pending", "pending"), ("skip", "skip")):
+        _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="random", candidates=candidates)
+        start = time.monotonic()
+        answer, _ = run(pack, "EDPBRL_Ask", query=query, mode="wait", timeout_s=1, on_timeout=policy)
+        assert answer == expected and time.monotonic() - start < 5
+    bridge = sys.modules["edpbrl_pack.nodes.comfy_bridge"]
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel():
+        raise Interrupted()
+
+    monkeypatch.setattr(bridge, "check_interrupted", cancel)
+    _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="random", candidates=candidates)
+    with pytest.raises(Interrupted):
+        run(pack, "EDPBRL_Ask", query=query, mode="wait", timeout_s=0, on_timeout="leave pending")
+    from edpbrl_plugin.broker import BROKER
+
+    assert all(w.query != query.id for w in BROKER.waiting())
+
+
+def test_any_image_batch_and_an_encoder_compose_with_native_graphs(pack, loop):
+    _, encoder, images, _ = loop
+    options, query, gain = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:4], encoder=encoder,
+                               session="native", prompt="from KSampler")
+    assert options.shape == (2, 32, 32, 3) and query.session == "native"
+
+
+def test_bad_inputs_are_clear_node_errors(pack, loop):
+    routes = sys.modules["edpbrl_pack.nodes.routes"]
+    pipeline, encoder, images, candidates = loop
+    with pytest.raises(ValueError, match="connect candidates"):
+        run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal")
+    with pytest.raises(ValueError, match="has 1 image"):
+        run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:1], encoder=encoder, session="loop")
+    with pytest.raises(ValueError, match="IMAGE tensor"):
+        run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=np.zeros((2, 4, 4, 3)), encoder=encoder, session="loop")
+    with pytest.raises(ValueError, match="larger than"):
+        run(pack, "EDPBRL_SelectQuery", k=8, strategy="d_optimal", candidates=candidates)
+    with pytest.raises(ValueError, match="pipeline must come from"):
+        run(pack, "EDPBRL_SampleCandidates", pipeline="not a pipeline", encoder=encoder, session="loop", prompt="",
+            count=2, seed=0, steps=1, guidance=1.0)
+    with pytest.raises(ValueError, match="invalid session id"):
+        run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="../../etc", prompt="",
+            count=2, seed=0, steps=1, guidance=1.0)
+    with pytest.raises(ValueError, match="must come from Ask"):
+        run(pack, "EDPBRL_RecordAnswer", answer_record="0")
+    (other,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded-embedding")
+    with pytest.raises(ValueError, match="uses encoder embedded-attributes"):
+        run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:3], encoder=other, session="loop")
+    with pytest.raises(ValueError, match="unknown question"):
+        routes.answer({"query": 987654, "answer": "0"})
+    with pytest.raises(ValueError, match="send JSON"):
+        routes.answer({"answer": "0"})
+    with pytest.raises(ValueError, match="no LoRA yet"):
+        run(pack, "EDPBRL_SaveLoRA", pipeline=pipeline, filename_prefix="x")
+    with pytest.raises(ValueError, match="clip_path"):
+        run(pack, "EDPBRL_FeatureEncoder", encoder="clip")
