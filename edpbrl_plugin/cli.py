@@ -23,6 +23,11 @@ def _add_bench(sub) -> None:
     select.add_argument("--repeat", type=int, default=20)
     select.add_argument("--out", default="bench_results")
 
+    embedded = which.add_parser("embedded", help="quality of the shipped generator and encoder (issue: embedded model)")
+    embedded.add_argument("--samples", type=int, default=256)
+    embedded.add_argument("--seed", type=int, default=0)
+    embedded.add_argument("--out", default="bench_results")
+
     design = which.add_parser("design", help="Frank-Wolfe prompt design time and objective")
     design.add_argument("--repeat", type=int, default=3)
     design.add_argument("--out", default="bench_results")
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import select
 
             select.run(out, repeat=args.repeat)
+        elif args.bench == "embedded":
+            from .bench import embedded
+
+            embedded.run(out, n_samples=args.samples, seed=args.seed)
         elif args.bench == "design":
             from .bench import design
 

@@ -102,20 +102,22 @@ class EmbeddedEncoder(FeatureEncoder):
         if self.representation != "attributes":
             return ""
         theta = np.asarray(theta, dtype=np.float64)
-        names = [value for values in self.attributes.values() for value in values]
-        # Only differences within an attribute matter (posteriors sum to 1): centre per attribute.
-        centred, start = theta.copy(), 0
+        likes, dislikes, start = [], [], 0
         for values in self.attributes.values():
-            centred[start : start + len(values)] -= theta[start : start + len(values)].mean()
+            # Posteriors of one attribute sum to 1, so only differences within it matter: centre them.
+            block = theta[start : start + len(values)]
+            centred = block - block.mean()
             start += len(values)
-        order = np.argsort(centred)
-        likes = [names[i] for i in order[::-1][:top] if centred[i] > 0.25]
-        dislikes = [names[i] for i in order[:top] if centred[i] < -0.25]
+            best, worst = int(centred.argmax()), int(centred.argmin())
+            if centred[best] > 0.25:
+                likes.append((centred[best], values[best]))
+            if len(values) > 2 and centred[worst] < -0.25:  # for two values, the like already says it
+                dislikes.append((-centred[worst], values[worst]))
         parts = []
         if likes:
-            parts.append("you seem to like: " + ", ".join(likes))
+            parts.append("you seem to like: " + ", ".join(v for _, v in sorted(likes, reverse=True)[:top]))
         if dislikes:
-            parts.append("and not: " + ", ".join(dislikes))
+            parts.append("and not: " + ", ".join(v for _, v in sorted(dislikes, reverse=True)[:top]))
         return "; ".join(parts) if parts else "no clear preference yet"
 
 

@@ -1,0 +1,227 @@
+"""``edpbrl bench align``: personalizing the embedded generator per human action, ours vs the PAPA loop.
+
+Simulated users with hidden attribute tastes judge what they see (encoder + pixels). Methods:
+
+* ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates) -> reward model
+  -> the default update (DPO on the answers + learned-reward distillation, early stopping, drift cap);
+* ``random``: random pairs + the same updates;
+* ``papa@<lr>``: the PAPA loop: like/dislike on every sample shown, their signed ELBO-weighted loss with
+  the base pull, learning rate from a small grid (every grid point is run and reported).
+
+One pair answer = one like/dislike label = one action. "Share preferred" = the fraction of fresh
+samples (fixed evaluation seeds) carrying every liked value and no disliked one, judged by the
+encoder and pixels, never by the learned reward. Runs are resumable (``align_runs.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..embedded.judge import AttributeJudge, make_user
+from ..embedded.weights import load_pipeline
+from ..features import EmbeddedEncoder
+from ..imaging import save_grid
+from ..personalize.updater import LoraUpdater, Rating, UpdateConfig
+from ..session import PersonalizationSession
+from .common import environment, mean_ci, write_json
+
+USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
+EASY_USERS = ("blue",)
+PAPA_LRS = (1e-4, 3e-4, 1e-3)
+EVAL_SEED = 50_000
+
+
+class Bench:
+    """Shared state of one benchmark process: encoder, judge and evaluation settings."""
+
+    def __init__(self, eval_samples: int = 64, prompt: str = ""):
+        self.encoder = EmbeddedEncoder()
+        self.judge = AttributeJudge(self.encoder)
+        self.eval_samples = eval_samples
+        self.prompt = prompt
+
+    def sample(self, pipe, n: int, seed: int) -> np.ndarray:
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+        return np.asarray(pipe(prompt=[self.prompt] * n, generator=generators, output_type="np").images, dtype=np.float32)
+
+    def evaluate(self, pipe, user, updater: LoraUpdater | None = None) -> tuple[dict, np.ndarray]:
+        images = updater.sample(self.eval_samples, EVAL_SEED)[0] if updater is not None else self.sample(pipe, self.eval_samples, EVAL_SEED)
+        labels = self.judge(images)
+        return {"share": float(user.taste.preferred(labels).mean()), "utility": float(user.taste.utility(labels).mean())}, images
+
+
+def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
+             strategy: str = "d_optimal", config: UpdateConfig | None = None) -> dict:
+    pipe = load_pipeline()
+    user = make_user(user_name, seed=seed, judge=bench.judge)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
+        config = config or UpdateConfig(seed=seed)
+        updater = session.updater(pipe, config, [bench.prompt])
+        point, images = bench.evaluate(pipe, user)
+        curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
+        actions, round_ = 0, 0
+        while actions < budget:
+            round_ += 1
+            batch = session.sample_candidates(pipe, candidates, [bench.prompt], seed=seed * 1_000_003 + round_ * candidates)[0]
+            n = min(per_round, budget - actions)
+            for query in session.next_queries(k=2, batch=n, candidate_ids=batch.ids, strategy=strategy, seed=seed + round_):
+                options = np.stack([session.store.load_image(c) for c in session.store.candidates("bench", query.candidates)])
+                session.answer(query.id, user.answer(options / 255.0))
+                actions += 1
+            report, _ = session.update_lora(pipe, config, [bench.prompt])
+            updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
+                            "stopped": report.stopped})
+            point, images = bench.evaluate(pipe, user, updater)
+            curve.append({"actions": actions, **point, "drift": report.drift})
+    return {"curve": curve, "updates": updates, "before": first_images, "after": images}
+
+
+def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, learning_rate: float) -> dict:
+    pipe = load_pipeline()
+    user = make_user(user_name, seed=seed, judge=bench.judge)
+    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
+    updater = LoraUpdater(pipe, config, prompts=[bench.prompt])
+    point, images = bench.evaluate(pipe, user)
+    curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
+    ratings: list[Rating] = []
+    actions, round_ = 0, 0
+    while actions < budget:
+        round_ += 1
+        n = min(per_round, budget - actions)
+        shown, _ = updater.sample(n, seed * 1_000_003 + round_ * per_round)
+        for image, label in zip(shown, user.rate(shown)):
+            ratings.append(Rating(image, 1 if label == "like" else -1, bench.prompt))
+        actions += n
+        report = updater.update(ratings=ratings)
+        updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
+                        "stopped": report.stopped})
+        point, images = bench.evaluate(pipe, user, updater)
+        curve.append({"actions": actions, **point, "drift": report.drift})
+    return {"curve": curve, "updates": updates, "before": first_images, "after": images}
+
+
+def _job_key(user: str, method: str, seed: int) -> str:
+    return f"{user}|{method}|{seed}"
+
+
+def run(out: Path, users: list[str], seeds: int, budget: int = 30, papa_budget: int = 60, per_round: int = 10,
+        papa_per_round: int = 10, candidates: int = 24, papa_lrs: tuple[float, ...] = PAPA_LRS, eval_samples: int = 64) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path = out / "align_runs.jsonl"
+    runs = {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()} if runs_path.exists() else {}
+    bench = Bench(eval_samples=eval_samples)
+    methods = ["ours", "random"] + [f"papa@{lr:g}" for lr in papa_lrs]
+    started = time.perf_counter()
+    with runs_path.open("a") as sink:
+        for user in users:
+            for seed in range(seeds):
+                for method in methods:
+                    key = _job_key(user, method, seed)
+                    if key in runs:
+                        continue
+                    t = time.perf_counter()
+                    if method in ("ours", "random"):
+                        result = run_ours(bench, user, seed, budget, per_round, candidates,
+                                          strategy="d_optimal" if method == "ours" else "random")
+                    else:
+                        result = run_papa(bench, user, seed, papa_budget, papa_per_round, float(method.split("@")[1]))
+                    if seed == 0:
+                        save_grid(result["before"][:32], out / f"align_{user}_before.png", columns=8)
+                        save_grid(result["after"][:32], out / f"align_{user}_{method.replace('@', '_')}_after.png", columns=8)
+                    record = {"key": key, "user": user, "method": method, "seed": seed, "curve": result["curve"],
+                              "updates": result["updates"], "seconds": time.perf_counter() - t}
+                    runs[key] = record
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                    last = result["curve"][-1]
+                    print(f"{user:16} {method:12} seed {seed}: share {result['curve'][0]['share']:.2f} -> {last['share']:.2f} "
+                          f"after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
+    summary = summarise([r for r in runs.values() if r["user"] in users], methods)
+    report = {"benchmark": "align", "users": users, "seeds": list(range(seeds)), "budget": budget, "papa_budget": papa_budget,
+              "per_round": per_round, "candidates_per_round": candidates, "eval_samples": eval_samples,
+              "environment": environment(), "wall_seconds": time.perf_counter() - started, "summary": summary}
+    write_json(out / "align.json", report)
+    plot(summary, out / "align.png")
+    print(format_table(summary))
+    return report
+
+
+def summarise(runs: list[dict], methods: list[str]) -> dict:
+    summary = {}
+    for user in dict.fromkeys(r["user"] for r in runs):
+        per_method = {}
+        for method in methods:
+            rows = sorted((r for r in runs if r["user"] == user and r["method"] == method), key=lambda r: r["seed"])
+            if not rows:
+                continue
+            actions = [p["actions"] for p in rows[0]["curve"]]
+            share = np.array([[p["share"] for p in r["curve"]] for r in rows])
+            utility = np.array([[p["utility"] for p in r["curve"]] for r in rows])
+            drift = np.array([[p["drift"] for p in r["curve"]] for r in rows])
+            update_seconds = [u["seconds"] for r in rows for u in r["updates"]]
+            per_method[method] = {"n_seeds": len(rows), "actions": actions, "share": mean_ci(share), "utility": mean_ci(utility),
+                                  "drift": mean_ci(drift), "seconds_per_update": float(np.mean(update_seconds))}
+        papa = {m: v for m, v in per_method.items() if m.startswith("papa")}
+        if papa:
+            best = max(papa, key=lambda m: papa[m]["share"]["mean"][-1])
+            per_method["papa_best"] = best
+            final = papa[best]["share"]["mean"][-1]
+            budget = papa[best]["actions"][-1]
+            if "ours" in per_method:
+                ours = per_method["ours"]
+                reached = [a for a, s in zip(ours["actions"], ours["share"]["mean"]) if s >= final]
+                per_method["ours_actions_to_papa_final"] = reached[0] if reached else None
+                per_method["papa_final_share"] = final
+                per_method["papa_budget"] = budget
+        summary[user] = per_method
+    return summary
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    users = list(summary)
+    fig, axes = plt.subplots(1, len(users), figsize=(4.2 * len(users), 3.4), squeeze=False)
+    for ax, user in zip(axes[0], users):
+        for method, data in summary[user].items():
+            if not isinstance(data, dict):
+                continue
+            share = data["share"]
+            style = {"lw": 2.4, "color": "black"} if method == "ours" else {"lw": 1.2}
+            ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, **style)
+            ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=style.get("color"))
+        ax.set_title(user)
+        ax.set_xlabel("human actions")
+        ax.set_ylabel("share preferred")
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_table(summary: dict) -> str:
+    lines = []
+    for user, methods in summary.items():
+        lines.append(f"\n{user}:")
+        for method, data in methods.items():
+            if not isinstance(data, dict):
+                continue
+            share = data["share"]
+            points = ", ".join(f"{a}: {m:.2f} [{lo:.2f}, {hi:.2f}]" for a, m, lo, hi in zip(data["actions"], share["mean"], share["lo"], share["hi"]))
+            lines.append(f"  {method:12} share by actions  {points}  (drift {data['drift']['mean'][-1]:.3f}, "
+                         f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds)")
+        if "papa_final_share" in methods:
+            lines.append(f"  PAPA best ({methods['papa_best']}) reaches {methods['papa_final_share']:.2f} at {methods['papa_budget']} actions; "
+                         f"ours reaches it at {methods['ours_actions_to_papa_final']} actions")
+    return "\n".join(lines)
