@@ -28,6 +28,18 @@ def _add_bench(sub) -> None:
     embedded.add_argument("--seed", type=int, default=0)
     embedded.add_argument("--out", default="bench_results")
 
+    align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
+    align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
+    align.add_argument("--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")))
+    align.add_argument("--methods", default=None, help="comma list of ours, random, papa@<lr> (default: all, PAPA at 1e-4, 3e-4, 1e-3)")
+    align.add_argument("--seeds", type=int, default=5)
+    align.add_argument("--workers", type=int, default=2)
+    align.add_argument("--out", default="bench_results")
+
+    store = which.add_parser("store", help="answers survive SIGKILL; answer throughput (issue: store)")
+    store.add_argument("--trials", type=int, default=200)
+    store.add_argument("--out", default="bench_results")
+
     design = which.add_parser("design", help="Frank-Wolfe prompt design time and objective")
     design.add_argument("--repeat", type=int, default=3)
     design.add_argument("--out", default="bench_results")
@@ -39,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     demo = sub.add_parser("demo", help="the personalization loop on the embedded model (offline)")
     demo.add_argument("--user", default="blue-outline", help="simulated user (see --list-users)")
     demo.add_argument("--interactive", action="store_true", help="answer yourself in the terminal")
-    demo.add_argument("--rounds", type=int, default=6)
-    demo.add_argument("--questions", type=int, default=5, help="questions per round")
+    demo.add_argument("--rounds", type=int, default=3)
+    demo.add_argument("--questions", type=int, default=10, help="questions per round")
     demo.add_argument("--candidates", type=int, default=24, help="candidates sampled per round")
     demo.add_argument("--prompt", default="", help="prompt of every sample (empty: unconditional)")
     demo.add_argument("--seed", type=int, default=0)
@@ -83,6 +95,19 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import embedded
 
             embedded.run(out, n_samples=args.samples, seed=args.seed)
+        elif args.bench == "align":
+            from .bench import align
+
+            if args.quick:
+                align.run(out / "align_quick", users=["blue"], seeds=3, methods=["ours", f"papa@{align.QUICK_PAPA_LR:g}"],
+                          workers=args.workers)
+            else:
+                align.run(out, users=args.users.split(","), seeds=args.seeds,
+                          methods=args.methods.split(",") if args.methods else None, workers=args.workers)
+        elif args.bench == "store":
+            from .bench import store
+
+            store.run(out, trials=args.trials)
         elif args.bench == "design":
             from .bench import design
 

@@ -52,8 +52,8 @@ def _sample(pipe, n: int, seed: int, prompt: str) -> np.ndarray:
 def run_demo(
     out: str | Path = "edpbrl_demo",
     user: str = "blue-outline",
-    rounds: int = 6,
-    questions_per_round: int = 5,
+    rounds: int = 3,
+    questions_per_round: int = 10,
     candidates_per_round: int = 24,
     prompt: str = "",
     eval_samples: int = 64,

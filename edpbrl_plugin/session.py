@@ -7,6 +7,7 @@ all drive this one class, so a simulated user and a person answer through the sa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -23,6 +24,10 @@ from .imaging import to_uint8
 from .metrics import StopSignal, stop_signal
 from .store import PreferenceStore, QueryRecord, StoreError, choices_to_answers
 from .strategies import DEFAULT_STRATEGY, Query, make_strategy
+
+
+def _mentions(prompt: str, phrase: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", prompt) is not None
 
 
 @dataclass
@@ -205,17 +210,26 @@ class PersonalizationSession:
         episodes = design.sample(n_queries, rng=seed)
         return [[slots.prompt(episode[q], base_prompt) for q in range(k)] for episode in episodes], design
 
+    def sample_word_examples(self, pipe, words: list[list[str]], base_prompt: str = "", per_word: int = 4, seed: int = 0) -> int:
+        """Sample ``per_word`` images for each word no stored candidate's prompt contains yet (for word features)."""
+        prompts_seen = [r.prompt for r in self.store.candidates(self.session)]
+        missing = [w for slot in words for w in slot if not any(_mentions(p, w) for p in prompts_seen)]
+        prompts = [", ".join(p for p in (base_prompt, w) if p) for w in missing for _ in range(per_word)]
+        if prompts:
+            self.sample_candidates(pipe, len(prompts), prompts, seed)
+        return len(prompts)
+
     def word_features(self, words: list[list[str]]) -> list[np.ndarray]:
         """Mean feature of stored candidates whose prompt contains each word, centred on the overall mean."""
         records = self.store.candidates(self.session)
         ids, features = self.store.candidate_features(self.session)
-        prompt_of = {r.id: set(r.prompt.replace(",", " ").split()) for r in records}
+        prompt_of = {r.id: r.prompt for r in records}
         mean = features.mean(axis=0) if len(ids) else np.zeros(self.encoder.dim)
         tables = []
         for slot in words:
             rows = []
             for word in slot:
-                hits = [i for i, c in enumerate(ids) if word in prompt_of.get(c, ())]
+                hits = [i for i, c in enumerate(ids) if _mentions(prompt_of.get(c, ""), word)]
                 rows.append(features[hits].mean(axis=0) - mean if hits else np.zeros_like(mean))
             tables.append(np.stack(rows))
         return tables

@@ -43,10 +43,17 @@ class LoadPipeline:
         models = ["embedded"] + [f"diffusers/{d}" for d in comfy.diffusers_folders()] + [f"checkpoints/{c}" for c in comfy.model_files("checkpoints")]
         return {
             "required": {"model": (models, {"default": "embedded", "tooltip": "embedded = the 32x32 styled-shapes model shipped with the pack (no download)."})},
-            "optional": {"config": ("STRING", {"default": "", "tooltip": "For a single-file checkpoint: a local diffusers folder of the same architecture."})},
+            "optional": {
+                "config": ("STRING", {"default": "", "tooltip": "For a single-file checkpoint: a local diffusers folder of the same architecture."}),
+                "resume_session": ("STRING", {"default": "", "tooltip": "A session id: load that session's latest LoRA version, so each queue run continues the loop. Empty = base model."}),
+            },
         }
 
-    def load(self, model: str, config: str = ""):
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # a resumed session's latest version changes between runs
+
+    def load(self, model: str, config: str = "", resume_session: str = ""):
         if model == "embedded":
             source = "embedded"
         else:
@@ -55,7 +62,12 @@ class LoadPipeline:
                 raise ValueError(f"unknown model {model!r}; pick one from the list")
             source = comfy.resolve_model(kind, name)
         registry.load_pipeline(source, config or None)
-        return (PipelineHandle(source),)
+        if not resume_session.strip():
+            return (PipelineHandle(source),)
+        session = check_session(resume_session.strip())
+        db = registry.store(comfy.store_path())
+        versions = db.lora_versions(session) if db.has_session(session) else []
+        return (PipelineHandle(source, session, versions[-1].version) if versions else PipelineHandle(source),)
 
 
 class FeatureEncoder:
@@ -142,18 +154,24 @@ class DesignPrompts:
                 "questions": ("INT", {"default": 1, "min": 1, "max": 32, "tooltip": "Questions to sample from the design."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": "Seed for sampling prompts from the design."}),
                 "adaptive": ("BOOLEAN", {"default": True, "tooltip": "Re-design around the current reward posterior (θ-aware)."}),
-            }
+            },
+            "optional": {"pipeline": (PIPELINE, {"tooltip": "Samples a few images per word the session has not seen yet, for the word features."})},
         }
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
 
-    def design(self, session, encoder, slots, base_prompt, k, budget, questions, seed, adaptive):
+    def design(self, session, encoder, slots, base_prompt, k, budget, questions, seed, adaptive, pipeline=None):
         words = [[w.strip() for w in line.split(",") if w.strip()] for line in slots.splitlines() if line.strip()]
         if not words:
             raise ValueError("slots is empty: write one slot per line, words separated by commas")
-        prompt_sets, design = _session(session, encoder).design_prompts(
+        active = _session(session, encoder)
+        if pipeline is not None:
+            if not isinstance(pipeline, PipelineHandle):
+                raise ValueError("pipeline must come from Load pipeline or Update LoRA")
+            active.sample_word_examples(registry.materialize(pipeline), words, base_prompt)
+        prompt_sets, design = active.design_prompts(
             words, k=k, budget=budget, n_queries=questions, base_prompt=base_prompt, seed=seed, adaptive=adaptive
         )
         prompts = [p for group in prompt_sets for p in group]

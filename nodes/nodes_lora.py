@@ -25,14 +25,15 @@ class UpdateLoRA:
 
     @classmethod
     def INPUT_TYPES(cls):
+        defaults = UpdateConfig()
         return {
             "required": {
                 "pipeline": (PIPELINE, {"tooltip": "The pipeline the candidates came from."}),
                 "reward": (REWARD, {"tooltip": "From Record + update reward (orders the update after the answer)."}),
                 "method": (list(METHODS), {"default": "default", "tooltip": "default = DPO + distillation; papa / epapa use like/dislike answers."}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000, "tooltip": "Optimizer steps (early stopping may end sooner)."}),
-                "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1e-1, "step": 1e-5, "tooltip": "AdamW learning rate of the LoRA."}),
-                "drift_cap": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Stop and restore when the drift from the base passes this."}),
+                "steps": ("INT", {"default": defaults.steps, "min": 1, "max": 1000, "tooltip": "Optimizer steps (early stopping may end sooner)."}),
+                "learning_rate": ("FLOAT", {"default": defaults.learning_rate, "min": 1e-6, "max": 1e-1, "step": 1e-5, "tooltip": "AdamW learning rate of the LoRA."}),
+                "drift_cap": ("FLOAT", {"default": defaults.drift_cap, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Stop and restore when the drift from the base passes this."}),
                 "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Prompts of fresh samples for distillation, one per line."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},

@@ -1,21 +1,17 @@
 """The SQLite preference store: durability under SIGKILL, concurrency, migrations, export, bad input."""
 
 import json
-import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edpbrl_plugin.bench.store import crash_trials, start_writer
 from edpbrl_plugin.store import MIGRATIONS, SCHEMA_VERSION, PreferenceStore, StoreError, choices_to_answers
 
-WRITER = Path(__file__).with_name("store_writer.py")
 
 
 @pytest.fixture
@@ -181,41 +177,16 @@ def test_lora_versions_and_snapshots(store):
     np.testing.assert_array_equal(snap["theta"], theta) and np.testing.assert_array_equal(snap["covariance"], cov)
 
 
-def _start_writer(db, session, n):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([sys.executable, str(WRITER), str(db), session, str(n)], stdout=subprocess.PIPE, text=True, env=env)
-
-
 def test_every_acknowledged_answer_survives_sigkill_at_random_moments(tmp_path):
-    db = tmp_path / "crash.db"
-    PreferenceStore(db).close()
-    rng = random.Random(7)
-    acknowledged = {}
-    for trial in range(20):
-        writer = _start_writer(db, "crash", 10_000)
-        deadline = time.monotonic() + rng.uniform(0.3, 1.2)
-        while time.monotonic() < deadline:
-            line = writer.stdout.readline()
-            if line.startswith("ack"):
-                _, query, choice = line.split()
-                acknowledged[int(query)] = choice
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        for line in writer.stdout.read().splitlines():  # acknowledged before the kill, read after
-            if line.startswith("ack"):
-                _, query, choice = line.split()
-                acknowledged[int(query)] = choice
-        with PreferenceStore(db) as store:
-            assert store.integrity_check() == "ok"
-            stored = {a.query: a.choice for a in store.answers("crash")}
-            assert all(stored.get(q) == c for q, c in acknowledged.items()), f"trial {trial} lost an acknowledged answer"
-    assert len(acknowledged) > 20
+    result = crash_trials(tmp_path / "crash.db", trials=20, seed=7)
+    assert result["lost"] == 0 and result["integrity_failures"] == 0
+    assert result["acknowledged"] > 20
 
 
 def test_two_processes_answering_different_sessions_lose_and_cross_nothing(tmp_path):
     db = tmp_path / "shared.db"
     PreferenceStore(db).close()
-    writers = {s: _start_writer(db, s, 60) for s in ("left", "right")}
+    writers = {s: start_writer(db, s, 60) for s in ("left", "right")}
     acks = {s: [line.split() for line in w.communicate()[0].splitlines()] for s, w in writers.items()}
     with PreferenceStore(db) as store:
         for session, lines in acks.items():

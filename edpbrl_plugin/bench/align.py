@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from .common import environment, mean_ci, write_json
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
 EASY_USERS = ("blue",)
 PAPA_LRS = (1e-4, 3e-4, 1e-3)
+QUICK_PAPA_LR = 1e-3  # the grid point the full run found best (align.json, papa_best)
 EVAL_SEED = 50_000
 
 
@@ -45,6 +47,14 @@ class Bench:
         self.judge = AttributeJudge(self.encoder)
         self.eval_samples = eval_samples
         self.prompt = prompt
+        self._base_images: np.ndarray | None = None
+
+    def evaluate_base(self, pipe, user) -> tuple[dict, np.ndarray]:
+        """The base model's evaluation samples are the same for every run: sample them once."""
+        if self._base_images is None:
+            self._base_images = self.sample(pipe, self.eval_samples, EVAL_SEED)
+        labels = self.judge(self._base_images)
+        return {"share": float(user.taste.preferred(labels).mean()), "utility": float(user.taste.utility(labels).mean())}, self._base_images
 
     def sample(self, pipe, n: int, seed: int) -> np.ndarray:
         generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
@@ -64,7 +74,7 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
         config = config or UpdateConfig(seed=seed)
         updater = session.updater(pipe, config, [bench.prompt])
-        point, images = bench.evaluate(pipe, user)
+        point, images = bench.evaluate_base(pipe, user)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
         actions, round_ = 0, 0
         while actions < budget:
@@ -88,7 +98,7 @@ def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
     user = make_user(user_name, seed=seed, judge=bench.judge)
     config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
     updater = LoraUpdater(pipe, config, prompts=[bench.prompt])
-    point, images = bench.evaluate(pipe, user)
+    point, images = bench.evaluate_base(pipe, user)
     curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
     ratings: list[Rating] = []
     actions, round_ = 0, 0
@@ -107,45 +117,57 @@ def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
     return {"curve": curve, "updates": updates, "before": first_images, "after": images}
 
 
-def _job_key(user: str, method: str, seed: int) -> str:
-    return f"{user}|{method}|{seed}"
+_BENCH: Bench | None = None
 
 
-def run(out: Path, users: list[str], seeds: int, budget: int = 30, papa_budget: int = 60, per_round: int = 10,
-        papa_per_round: int = 10, candidates: int = 24, papa_lrs: tuple[float, ...] = PAPA_LRS, eval_samples: int = 64) -> dict:
+def _run_job(job: tuple) -> dict:
+    """One (user, method, seed) run; worker processes keep one :class:`Bench` each."""
+    global _BENCH
+    user, method, seed, settings = job
+    torch.set_num_threads(1)
+    if _BENCH is None:
+        _BENCH = Bench(eval_samples=settings["eval_samples"])
+    start = time.perf_counter()
+    if method in ("ours", "random"):
+        result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
+                          strategy="d_optimal" if method == "ours" else "random")
+    else:
+        result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
+    return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
+            "updates": result["updates"], "seconds": time.perf_counter() - start,
+            "before": result["before"][:32], "after": result["after"][:32]}
+
+
+def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = None, budget: int = 30, papa_budget: int = 60,
+        per_round: int = 10, papa_per_round: int = 10, candidates: int = 24, eval_samples: int = 64, workers: int = 1) -> dict:
+    """Run every (user, method, seed) not yet in ``align_runs.jsonl``, then summarise, plot and print."""
     out.mkdir(parents=True, exist_ok=True)
+    methods = methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS]
     runs_path = out / "align_runs.jsonl"
     runs = {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()} if runs_path.exists() else {}
-    bench = Bench(eval_samples=eval_samples)
-    methods = ["ours", "random"] + [f"papa@{lr:g}" for lr in papa_lrs]
+    settings = {"budget": budget, "papa_budget": papa_budget, "per_round": per_round, "papa_per_round": papa_per_round,
+                "candidates": candidates, "eval_samples": eval_samples}
+    jobs = [(u, m, s, settings) for u in users for s in range(seeds) for m in methods if f"{u}|{m}|{s}" not in runs]
+    print(f"{len(runs)} runs already done, {len(jobs)} to run on {workers} worker(s)", flush=True)
     started = time.perf_counter()
     with runs_path.open("a") as sink:
-        for user in users:
-            for seed in range(seeds):
-                for method in methods:
-                    key = _job_key(user, method, seed)
-                    if key in runs:
-                        continue
-                    t = time.perf_counter()
-                    if method in ("ours", "random"):
-                        result = run_ours(bench, user, seed, budget, per_round, candidates,
-                                          strategy="d_optimal" if method == "ours" else "random")
-                    else:
-                        result = run_papa(bench, user, seed, papa_budget, papa_per_round, float(method.split("@")[1]))
-                    if seed == 0:
-                        save_grid(result["before"][:32], out / f"align_{user}_before.png", columns=8)
-                        save_grid(result["after"][:32], out / f"align_{user}_{method.replace('@', '_')}_after.png", columns=8)
-                    record = {"key": key, "user": user, "method": method, "seed": seed, "curve": result["curve"],
-                              "updates": result["updates"], "seconds": time.perf_counter() - t}
-                    runs[key] = record
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
-                    last = result["curve"][-1]
-                    print(f"{user:16} {method:12} seed {seed}: share {result['curve'][0]['share']:.2f} -> {last['share']:.2f} "
-                          f"after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
-    summary = summarise([r for r in runs.values() if r["user"] in users], methods)
-    report = {"benchmark": "align", "users": users, "seeds": list(range(seeds)), "budget": budget, "papa_budget": papa_budget,
-              "per_round": per_round, "candidates_per_round": candidates, "eval_samples": eval_samples,
+        pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        results = pool.map(_run_job, jobs) if pool else map(_run_job, jobs)
+        for record in results:
+            before, after = record.pop("before"), record.pop("after")
+            if record["seed"] == 0:
+                save_grid(before, out / f"align_{record['user']}_before.png", columns=8)
+                save_grid(after, out / f"align_{record['user']}_{record['method'].replace('@', '_')}_after.png", columns=8)
+            runs[record["key"]] = record
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            first, last = record["curve"][0], record["curve"][-1]
+            print(f"{record['user']:16} {record['method']:12} seed {record['seed']}: share {first['share']:.2f} -> "
+                  f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
+        if pool:
+            pool.shutdown()
+    summary = summarise([r for r in runs.values() if r["user"] in users and r["method"] in methods], methods)
+    report = {"benchmark": "align", "users": users, "seeds": list(range(seeds)), "methods": methods, **settings,
               "environment": environment(), "wall_seconds": time.perf_counter() - started, "summary": summary}
     write_json(out / "align.json", report)
     plot(summary, out / "align.png")

@@ -110,12 +110,15 @@ class ImageUser:
         return float(self.taste.preferred(self.judge(images)).mean())
 
 
-#: Named users for the demo and benchmarks (``edpbrl demo --user blue-outline``).
+#: Named users for the demo and benchmarks (``edpbrl demo --user blue-outline``). The standard users
+#: answer "tie" when two options are equally good to them (B-Pref's "equal" teacher, |Δu| < 0.5);
+#: the noisy (β = 0.5) and mistake-prone (20% flipped) teachers never tie.
+_CAREFUL = Teacher(beta=2.0, equal=0.5)
 USER_PRESETS: dict[str, tuple[AttributeTaste, Teacher]] = {
-    "blue": (AttributeTaste(likes=("blue",)), Teacher(beta=2.0)),
-    "blue-outline": (AttributeTaste(likes=("blue", "outline")), Teacher(beta=2.0)),
-    "star-not-black": (AttributeTaste(likes=("star",), dislikes=("black",)), Teacher(beta=2.0)),
-    "red-circle": (AttributeTaste(likes=("red", "circle")), Teacher(beta=2.0)),
+    "blue": (AttributeTaste(likes=("blue",)), _CAREFUL),
+    "blue-outline": (AttributeTaste(likes=("blue", "outline")), _CAREFUL),
+    "star-not-black": (AttributeTaste(likes=("star",), dislikes=("black",)), _CAREFUL),
+    "red-circle": (AttributeTaste(likes=("red", "circle")), _CAREFUL),
     "noisy-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=0.5)),
     "mistaken-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=2.0, mistake=0.2)),
 }

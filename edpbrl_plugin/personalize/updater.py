@@ -31,6 +31,15 @@ from .drift import DriftMonitor
 from .losses import dpo_loss, elbo_weights, papa_loss, per_sample_mse, rwr_loss
 
 METHODS = ("default", "dpo", "papa", "epapa", "distill")
+_BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
+
+
+def _weights_key(unet) -> tuple:
+    """Identifies the base weights (LoRA parameters excluded) cheaply: architecture plus a few parameter sums."""
+    from .export import base_fingerprint
+
+    sums = [float(p.detach().float().sum()) for n, p in list(unet.named_parameters())[:8] if "lora_" not in n]
+    return (base_fingerprint(unet), tuple(round(v, 4) for v in sums))
 
 
 @dataclass(frozen=True)
@@ -54,25 +63,31 @@ class Rating:
 
 @dataclass
 class UpdateConfig:
+    """Update settings. Defaults were tuned on the embedded model (``edpbrl bench align``); for
+    Stable Diffusion-sized UNets start with a lower ``learning_rate`` (1e-4) and fewer ``distill_samples``."""
+
     method: str = "default"
     rank: int = 4
     alpha: float = 4.0
     targets: list[str] | None = None
-    learning_rate: float = 1e-3
-    steps: int = 30
+    learning_rate: float = 4e-3
+    steps: int = 60
     batch_size: int = 8
     dpo_beta: float = 2000.0
-    distill_samples: int = 32
+    distill_samples: int = 256
+    distill_source: str = "base"  # "base": a cached pool of base-model samples; "current": fresh samples each update
     distill_temperature: float = 0.5  # τ as a fraction of the rewards' standard deviation
     distill_weight: float = 1.0
     papa_c_pref: float = 0.1
     papa_c_base: float = 0.009
     unlikelihood_cap: float = 2.0
     epapa_min_timestep: int = 400
-    eval_every: int = 10
-    eval_samples: int = 16
+    eval_every: int = 20
+    eval_samples: int = 32
     early_stopping: bool = True
-    drift_cap: float = 0.25
+    patience: int = 2  # checks in a row whose reward is worse than the best by > tolerance standard errors
+    tolerance: float = 2.0
+    drift_cap: float = 0.5
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
     seed: int = 0
@@ -80,6 +95,8 @@ class UpdateConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.distill_source not in ("base", "current"):
+            raise ValueError(f"distill_source must be 'base' or 'current', got {self.distill_source!r}")
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
 
@@ -166,11 +183,33 @@ class LoraUpdater:
                 return self._sample_images(chosen, seed), chosen
         return self._sample_images(chosen, seed), chosen
 
-    def _mean_reward(self, seed: int) -> float | None:
+    def _mean_reward(self, seed: int) -> tuple[float, float] | None:
+        """Mean learned reward of fresh samples at fixed seeds, and its standard error."""
         if self.reward_fn is None:
             return None
         images, _ = self.sample(self.config.eval_samples, seed)
-        return float(np.mean(self.reward_fn(images)))
+        rewards = np.asarray(self.reward_fn(images), dtype=np.float64)
+        return float(rewards.mean()), float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
+
+    def _distill_pool(self, seed: int) -> tuple[np.ndarray, list[str]]:
+        """Images the learned reward re-weights for distillation.
+
+        ``"base"`` (default): one cached pool of base-model samples. Weighted denoising on it fits
+        p_base(x)·exp(r(x)/τ), the optimum of "maximise reward, stay close (KL) to the base", and every
+        training image is a clean base sample, so repeated updates do not train on their own artefacts.
+        ``"current"``: fresh samples of the tuned model each update (on-policy RWR; drifts faster).
+        """
+        if self.config.distill_source == "current":
+            return self.sample(self.config.distill_samples, seed)
+        key = (_weights_key(self.unet), self.config.distill_samples, tuple(self.prompts), self.config.seed,
+               self.config.num_inference_steps, self.config.guidance_scale)
+        if key not in _BASE_POOLS:
+            prompts = [self.prompts[i % len(self.prompts)] for i in range(self.config.distill_samples)]
+            with adapters_disabled(self.unet):
+                images = self._sample_images(prompts, 97_531 + self.config.seed)
+            _BASE_POOLS.clear()  # one pool at a time: they are large
+            _BASE_POOLS[key] = (images, prompts)
+        return _BASE_POOLS[key]
 
     # ------------------------------------------------------------------ losses
     def _errors(self, x0, condition, noise, t, epsilon_space: bool = False) -> torch.Tensor:
@@ -236,7 +275,7 @@ class LoraUpdater:
                 torch.tensor([1.0 if r.label > 0 else -1.0 for r in ratings], device=self.denoiser.device),
             )
         if self.reward_fn is not None and method in ("default", "distill") and (terms or method == "distill"):
-            images, prompts = self.sample(self.config.distill_samples, seed)
+            images, prompts = self._distill_pool(seed)
             rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float32), device=self.denoiser.device)
             spread = float(rewards.std()) if len(rewards) > 1 else 0.0
             if spread > 1e-6:
@@ -273,9 +312,10 @@ class LoraUpdater:
         params = trainable_parameters(self.unet)
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(seed)
-        best_state, best_reward = adapter_state(self.unet), self._mean_reward(seed + 1) if c.early_stopping else None
-        report.reward_before = best_reward
-        good_state = best_state
+        checked = self._mean_reward(seed + 1) if c.early_stopping else None
+        best = None if checked is None else (checked[0], adapter_state(self.unet))
+        report.reward_before = None if checked is None else checked[0]
+        good_state, worse_checks = adapter_state(self.unet), 0
         self.unet.train()
         for step in tqdm(range(1, c.steps + 1), desc="LoRA update", disable=not self.progress, leave=False):
             loss = 0.0
@@ -304,15 +344,18 @@ class LoraUpdater:
                     report.stopped = f"drift {drift:.3f} passed the cap {c.drift_cap}; restored the adapter from before it"
                     break
                 good_state = adapter_state(self.unet)
-                if c.early_stopping and best_reward is not None:
-                    reward = self._mean_reward(seed + 1)
-                    if reward < best_reward:
-                        load_adapter_state(self.unet, best_state)
+                if best is not None:
+                    reward, stderr = self._mean_reward(seed + 1)
+                    if reward > best[0]:
+                        best, worse_checks = (reward, good_state), 0
+                    elif reward < best[0] - c.tolerance * stderr:
+                        worse_checks += 1
+                    if worse_checks >= c.patience or (step == c.steps and reward < best[0] - c.tolerance * stderr):
+                        load_adapter_state(self.unet, best[1])
                         report.stopped = "reward of fresh samples stopped improving; kept the best adapter"
                         break
-                    best_reward, best_state = reward, good_state
         self.unet.eval()
-        report.reward_after = best_reward if c.early_stopping else None
+        report.reward_after = None if best is None else best[0]
         report.drift = self.drift.measure()
         report.seconds = time.perf_counter() - start
         return report

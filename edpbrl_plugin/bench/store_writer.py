@@ -1,6 +1,6 @@
-"""Helper process for the store crash and concurrency tests: answers questions and acknowledges each one.
+"""A writer process for the store's crash and concurrency checks: answers questions, acknowledging each.
 
-Usage: python store_writer.py DB SESSION N_QUESTIONS
+Usage: python -m edpbrl_plugin.bench.store_writer DB SESSION N_QUESTIONS
 Prints "ack <question id> <choice>" only after submit_answer returned (the answer is committed).
 """
 
