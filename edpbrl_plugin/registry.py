@@ -76,6 +76,7 @@ class PipelineHandle:
     source: str
     session: str | None = None
     version: int = 0
+    config: str | None = None  # the diffusers folder a single-file checkpoint is loaded with
 
     def describe(self) -> str:
         return f"{self.source}" + (f" + {self.session} LoRA v{self.version}" if self.version else " (base)")
@@ -126,12 +127,12 @@ def _load_external(path: Path, config: str | None):
     return personalize(cls.from_single_file(str(path), config=str(config), local_files_only=True))
 
 
-def materialize(handle: PipelineHandle, config: str | None = None):
+def materialize(handle: PipelineHandle):
     """The pipeline of ``handle`` with exactly the adapter version it names loaded."""
     from .personalize.adapters import ADAPTER_NAME, has_adapter
     from .personalize.export import load_lora
 
-    pipe = load_pipeline(handle.source, config)
+    pipe = load_pipeline(handle.source, handle.config)
     with _lock:
         wanted = (handle.session, handle.version)
         if getattr(pipe, "_edpbrl_state", None) == wanted:

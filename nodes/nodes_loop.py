@@ -7,6 +7,9 @@ function; session state lives in the engine's store, keyed by the ``session`` wi
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import numpy as np
 
 from edpbrl_plugin import registry
@@ -44,7 +47,7 @@ class LoadPipeline:
         return {
             "required": {"model": (models, {"default": "embedded", "tooltip": "embedded = the 32x32 styled-shapes model shipped with the pack (no download)."})},
             "optional": {
-                "config": ("STRING", {"default": "", "tooltip": "For a single-file checkpoint: a local diffusers folder of the same architecture."}),
+                "config": ("STRING", {"default": "", "tooltip": "For a single-file checkpoint: a diffusers folder of the same architecture, by name in ComfyUI's models/diffusers or by full path."}),
                 "resume_session": ("STRING", {"default": "", "tooltip": "A session id: load that session's latest LoRA version, so each queue run continues the loop. Empty = base model."}),
             },
         }
@@ -61,13 +64,17 @@ class LoadPipeline:
             if kind not in ("diffusers", "checkpoints") or not name:
                 raise ValueError(f"unknown model {model!r}; pick one from the list")
             source = comfy.resolve_model(kind, name)
-        registry.load_pipeline(source, config or None)
+        config = config.strip()
+        if config and not os.path.isdir(config):
+            config = comfy.resolve_model("diffusers", config)
+        base = PipelineHandle(source, config=config or None)
+        registry.materialize(base)  # load now: a wrong path fails here, not at the first use
         if not resume_session.strip():
-            return (PipelineHandle(source),)
+            return (base,)
         session = check_session(resume_session.strip())
         db = registry.store(comfy.store_path())
         versions = db.lora_versions(session) if db.has_session(session) else []
-        return (PipelineHandle(source, session, versions[-1].version) if versions else PipelineHandle(source),)
+        return (dataclasses.replace(base, session=session, version=versions[-1].version) if versions else base,)
 
 
 class FeatureEncoder:
@@ -112,7 +119,7 @@ class SampleCandidates:
                 "count": ("INT", {"default": 16, "min": 2, "max": 256, "tooltip": "Candidates to sample."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": "Seed of the first sample; the others use seed+1, seed+2, ..."}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps."}),
-                "guidance": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
+                "guidance": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
             },
             "optional": {"prompts": (PROMPTS, {"tooltip": "Designed prompts from Design prompts (replace the prompt text)."})},
             "hidden": {"unique_id": "UNIQUE_ID"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from edpbrl_plugin import registry
@@ -56,7 +57,7 @@ class UpdateLoRA:
         if version is None:
             return (pipeline, 0.0, report.summary())
         registry.mark_version(pipe, reward.session, version.version)
-        return (PipelineHandle(pipeline.source, reward.session, version.version), float(report.drift), report.summary())
+        return (dataclasses.replace(pipeline, session=reward.session, version=version.version), float(report.drift), report.summary())
 
 
 class SaveLoRA:

@@ -28,14 +28,14 @@ WORKFLOWS = {
         "nodes": [
             (1, "EDPBRL_LoadPipeline", (40, 60), {"model": "embedded", "resume_session": "my-taste"}),
             (2, "EDPBRL_FeatureEncoder", (40, 260), {"encoder": "embedded"}),
-            (3, "EDPBRL_SampleCandidates", (380, 60), {"session": "my-taste", "prompt": "", "count": 16, "seed": 0, "steps": 20, "guidance": 3.0}),
-            (4, "EDPBRL_SelectQuery", (760, 60), {"k": 2, "strategy": "d_optimal"}),
-            (5, "EDPBRL_Ask", (1100, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
-            (6, "EDPBRL_RecordAnswer", (1460, 60), {}),
-            (7, "EDPBRL_UpdateLoRA", (1460, 260), {"method": "default", "steps": 60, "learning_rate": 0.004, "drift_cap": 0.5, "prompt": ""}),
-            (8, "EDPBRL_SessionStatus", (1820, 60), {"session": "my-taste"}),
-            (9, "PreviewImage", (1820, 360), {}),
-            (10, "PreviewImage", (760, 400), {}),
+            (3, "EDPBRL_SampleCandidates", (420, 60), {"session": "my-taste", "prompt": "", "count": 16, "seed": 0, "steps": 20, "guidance": 2.0}),
+            (4, "EDPBRL_SelectQuery", (850, 60), {"k": 2, "strategy": "d_optimal"}),
+            (5, "EDPBRL_Ask", (1230, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
+            (6, "EDPBRL_RecordAnswer", (1630, 60), {}),
+            (7, "EDPBRL_UpdateLoRA", (1630, 260), {"method": "default", "steps": 60, "learning_rate": 0.004, "drift_cap": 0.5, "prompt": ""}),
+            (8, "EDPBRL_SessionStatus", (2030, 60), {"session": "my-taste"}),
+            (9, "PreviewImage", (2030, 360), {}),
+            (10, "PreviewImage", (850, 400), {}),
         ],
         "links": [(1, 0, 3, "pipeline"), (2, 0, 3, "encoder"), (3, 1, 4, "candidates"), (4, 1, 5, "query"),
                   (5, 1, 6, "answer_record"), (1, 0, 7, "pipeline"), (6, 1, 7, "reward"), (6, 1, 8, "reward"),
@@ -46,14 +46,14 @@ WORKFLOWS = {
         "nodes": [
             (1, "EDPBRL_LoadPipeline", (40, 60), {"model": "embedded", "resume_session": "designed"}),
             (2, "EDPBRL_FeatureEncoder", (40, 260), {"encoder": "embedded"}),
-            (3, "EDPBRL_DesignPrompts", (380, 60), {"session": "designed", "slots": LOOP_SLOTS, "base_prompt": "", "k": 2, "budget": 20, "questions": 1, "seed": 0, "adaptive": True}),
-            (4, "EDPBRL_SampleCandidates", (760, 60), {"session": "designed", "prompt": "", "count": 2, "seed": 0, "steps": 20, "guidance": 3.0}),
-            (5, "EDPBRL_SelectQuery", (1100, 60), {"k": 2, "strategy": "d_optimal"}),
-            (6, "EDPBRL_Ask", (1440, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
-            (7, "EDPBRL_RecordAnswer", (1780, 60), {}),
-            (8, "EDPBRL_UpdateLoRA", (1780, 260), {"method": "default", "steps": 60, "learning_rate": 0.004, "drift_cap": 0.5, "prompt": ""}),
-            (9, "EDPBRL_SessionStatus", (2120, 60), {"session": "designed"}),
-            (10, "PreviewImage", (2120, 360), {}),
+            (3, "EDPBRL_DesignPrompts", (420, 60), {"session": "designed", "slots": LOOP_SLOTS, "base_prompt": "", "k": 2, "budget": 20, "questions": 1, "seed": 0, "adaptive": True}),
+            (4, "EDPBRL_SampleCandidates", (940, 60), {"session": "designed", "prompt": "", "count": 2, "seed": 0, "steps": 20, "guidance": 2.0}),
+            (5, "EDPBRL_SelectQuery", (1320, 60), {"k": 2, "strategy": "d_optimal"}),
+            (6, "EDPBRL_Ask", (1700, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
+            (7, "EDPBRL_RecordAnswer", (2080, 60), {}),
+            (8, "EDPBRL_UpdateLoRA", (2080, 260), {"method": "default", "steps": 60, "learning_rate": 0.004, "drift_cap": 0.5, "prompt": ""}),
+            (9, "EDPBRL_SessionStatus", (2460, 60), {"session": "designed"}),
+            (10, "PreviewImage", (2460, 360), {}),
         ],
         "links": [(2, 0, 3, "encoder"), (1, 0, 3, "pipeline"), (1, 0, 4, "pipeline"), (2, 0, 4, "encoder"), (3, 0, 4, "prompts"),
                   (4, 1, 5, "candidates"), (5, 1, 6, "query"), (6, 1, 7, "answer_record"), (1, 0, 8, "pipeline"),
@@ -71,18 +71,18 @@ def native_workflows(checkpoint: str, config: str, lora_name: str) -> dict:
             "description": "Images from a native CheckpointLoader + KSampler graph -> Fisher-selected pair -> ask -> record; the LoRA update runs on our pipeline loaded from the same checkpoint and Save LoRA writes a kohya file for LoraLoader.",
             "nodes": [
                 (1, "CheckpointLoaderSimple", (40, 60), {"ckpt_name": checkpoint}),
-                (2, "CLIPTextEncode", (380, 60), {"text": "a castle"}),
-                (3, "CLIPTextEncode", (380, 260), {"text": ""}),
-                (4, "EmptyLatentImage", (380, 460), {"width": 64, "height": 64, "batch_size": 4}),
-                (5, "KSampler", (720, 60), sampler),
-                (6, "VAEDecode", (1060, 60), {}),
-                (7, "EDPBRL_FeatureEncoder", (1060, 260), {"encoder": "embedded"}),
-                (8, "EDPBRL_SelectQuery", (1400, 60), {"k": 2, "strategy": "d_optimal", "session": "native", "prompt": "a castle"}),
-                (9, "EDPBRL_Ask", (1740, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
-                (10, "EDPBRL_RecordAnswer", (2080, 60), {}),
-                (11, "EDPBRL_LoadPipeline", (1740, 360), {"model": f"checkpoints/{checkpoint}", "config": config, "resume_session": "native"}),
-                (12, "EDPBRL_UpdateLoRA", (2080, 260), {"method": "dpo", "steps": 2, "learning_rate": 0.0001, "drift_cap": 0.5, "prompt": "a castle"}),
-                (13, "EDPBRL_SaveLoRA", (2420, 260), {"filename_prefix": "edpbrl"}),
+                (2, "CLIPTextEncode", (420, 60), {"text": "a castle"}),
+                (3, "CLIPTextEncode", (420, 260), {"text": ""}),
+                (4, "EmptyLatentImage", (420, 460), {"width": 64, "height": 64, "batch_size": 4}),
+                (5, "KSampler", (800, 60), sampler),
+                (6, "VAEDecode", (1180, 60), {}),
+                (7, "EDPBRL_FeatureEncoder", (1180, 260), {"encoder": "embedded"}),
+                (8, "EDPBRL_SelectQuery", (1560, 60), {"k": 2, "strategy": "d_optimal", "session": "native", "prompt": "a castle"}),
+                (9, "EDPBRL_Ask", (1940, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
+                (10, "EDPBRL_RecordAnswer", (2320, 60), {}),
+                (11, "EDPBRL_LoadPipeline", (1940, 360), {"model": f"checkpoints/{checkpoint}", "config": config, "resume_session": "native"}),
+                (12, "EDPBRL_UpdateLoRA", (2320, 260), {"method": "dpo", "steps": 2, "learning_rate": 0.0001, "drift_cap": 0.5, "prompt": "a castle"}),
+                (13, "EDPBRL_SaveLoRA", (2710, 260), {"filename_prefix": "edpbrl"}),
             ],
             "links": [(1, 0, 5, "model"), (1, 1, 2, "clip"), (1, 1, 3, "clip"), (2, 0, 5, "positive"), (3, 0, 5, "negative"),
                       (4, 0, 5, "latent_image"), (5, 0, 6, "samples"), (1, 2, 6, "vae"), (6, 0, 8, "images"), (7, 0, 8, "encoder"),
@@ -93,13 +93,13 @@ def native_workflows(checkpoint: str, config: str, lora_name: str) -> dict:
             "description": "The stock LoraLoader applies the kohya file written by Save LoRA to the native MODEL at the trained strength.",
             "nodes": [
                 (1, "CheckpointLoaderSimple", (40, 60), {"ckpt_name": checkpoint}),
-                (2, "LoraLoader", (380, 60), {"lora_name": lora_name, "strength_model": 1.0, "strength_clip": 1.0}),
-                (3, "CLIPTextEncode", (720, 60), {"text": "a castle"}),
-                (4, "CLIPTextEncode", (720, 260), {"text": ""}),
-                (5, "EmptyLatentImage", (720, 460), {"width": 64, "height": 64, "batch_size": 1}),
-                (6, "KSampler", (1060, 60), sampler),
-                (7, "VAEDecode", (1400, 60), {}),
-                (8, "PreviewImage", (1740, 60), {}),
+                (2, "LoraLoader", (420, 60), {"lora_name": lora_name, "strength_model": 1.0, "strength_clip": 1.0}),
+                (3, "CLIPTextEncode", (800, 60), {"text": "a castle"}),
+                (4, "CLIPTextEncode", (800, 260), {"text": ""}),
+                (5, "EmptyLatentImage", (800, 460), {"width": 64, "height": 64, "batch_size": 1}),
+                (6, "KSampler", (1180, 60), sampler),
+                (7, "VAEDecode", (1560, 60), {}),
+                (8, "PreviewImage", (1940, 60), {}),
             ],
             "links": [(1, 0, 2, "model"), (1, 1, 2, "clip"), (2, 0, 6, "model"), (2, 1, 3, "clip"), (2, 1, 4, "clip"),
                       (3, 0, 6, "positive"), (4, 0, 6, "negative"), (5, 0, 6, "latent_image"), (6, 0, 7, "samples"),
@@ -133,8 +133,9 @@ async (spec) => {
     made[from].connect(slot, target, index);
   }
   app.graph.setDirtyCanvas(true, true);
-  const ui = app.graph.serialize();
-  const api = (await app.graphToPrompt()).output;
+  // JSON.stringify drops undefined fields exactly as the frontend's own "Save" does (null would fail its schema).
+  const ui = JSON.stringify(app.graph.serialize());
+  const api = JSON.stringify((await app.graphToPrompt()).output);
   return { ui, api };
 }
 """
@@ -161,14 +162,14 @@ def capture(url: str, out: Path, specs: dict) -> None:
         _open(page, url)
         for name, spec in specs.items():
             result = page.evaluate(BUILD_JS, {"nodes": spec["nodes"], "links": spec["links"]})
-            ui = result["ui"]
+            ui = json.loads(result["ui"])
             ui.setdefault("extra", {})["edpbrl"] = {"description": spec["description"]}
             (out / f"{name}.json").write_text(json.dumps(ui, indent=1))
-            (out / "api" / f"{name}.json").write_text(json.dumps(result["api"], indent=1))
+            (out / "api" / f"{name}.json").write_text(json.dumps(json.loads(result["api"]), indent=1))
             page.evaluate("() => { const app = window.comfyAPI?.app?.app ?? window.app; app.canvas.ds.offset = [20, 20]; app.canvas.ds.scale = 0.62; app.graph.setDirtyCanvas(true, true); }")
             time.sleep(1)
             page.screenshot(path=str(out / "screenshots" / f"{name}.png"))
-            print(f"captured {name}: {len(ui['nodes'])} nodes, {len(result['api'])} in the API prompt")
+            print(f"captured {name}: {len(ui['nodes'])} nodes, {len(json.loads(result['api']))} in the API prompt")
         browser.close()
 
 
@@ -195,6 +196,8 @@ def run_in_frontend(url: str, workflow: Path, answer: str, screenshot: Path | No
         _open(page, url)
         before = set(json.loads(urllib.request.urlopen(f"{url}/history").read()))
         page.evaluate(RUN_JS, json.loads(workflow.read_text()))
+        if page.get_by_text("Invalid workflow").count():
+            logs.append("error: the frontend says " + page.get_by_text("Invalid workflow").first.inner_text()[:300])
         button = page.locator(".edpbrl-panel button", has_text=answer).first
         button.wait_for(timeout=timeout * 1000)
         if screenshot is not None:

@@ -9,8 +9,10 @@ ComfyUI's DiffusersLoader + CheckpointSave nodes then turn the folder into a sin
 """
 
 import sys
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -40,7 +42,16 @@ def main(out: str) -> None:
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16).save_pretrained(out)
+    _legacy_text_encoder_keys(Path(out) / "text_encoder" / "model.safetensors")
     print(f"wrote {out}")
+
+
+def _legacy_text_encoder_keys(path: Path) -> None:
+    """transformers 5 saves CLIPTextModel keys without the ``text_model.`` prefix that ComfyUI's DiffusersLoader
+    expects (it would silently keep uninitialised CLIP weights); write them the way released SD1.5 folders do."""
+    tensors = load_file(path)
+    save_file({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in tensors.items()}, path,
+              metadata={"format": "pt"})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,20 @@ def test_samples_have_the_right_shape_and_range_and_follow_the_seed(pipe):
     assert pt.shape == (1, 3, 32, 32)
 
 
+def test_step_callback_sees_every_step_and_can_replace_the_latents(pipe):
+    seen = []
+
+    def blank(pipeline, step, timestep, tensors):
+        seen.append(step)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    images = pipe("red", num_inference_steps=3, callback_on_step_end=blank, output_type="np").images
+    assert seen == [0, 1, 2]
+    np.testing.assert_allclose(images, 0.5)
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipe("red", num_inference_steps=2, callback_on_step_end=blank, callback_on_step_end_tensor_inputs=["cond"])
+
+
 def test_the_pipeline_is_small_and_uses_the_specified_scheduler(pipe):
     n = sum(p.numel() for p in pipe.unet.parameters())
     assert 1_000_000 <= n <= 2_000_000

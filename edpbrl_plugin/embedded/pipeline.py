@@ -22,7 +22,7 @@ from .shapes import ATTRIBUTES, IMAGE_SIZE
 from .text_encoder import AttributeTextEncoder
 
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDANCE = 2.0
 
 
 def build_unet() -> UNet2DConditionModel:
@@ -145,8 +145,7 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, Personal
                     pred = guidance_rescale * pred * std_ratio + (1 - guidance_rescale) * pred
             latents = self.scheduler.step(pred, t, latents).prev_sample
             if callback_on_step_end is not None:
-                kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
-                outputs = callback_on_step_end(self, i, t, kwargs)
+                outputs = callback_on_step_end(self, i, t, {"latents": latents})
                 latents = outputs.pop("latents", latents)
 
         images = (latents / 2 + 0.5).clamp(0, 1).float()

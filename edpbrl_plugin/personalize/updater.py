@@ -89,7 +89,7 @@ class UpdateConfig:
     tolerance: float = 2.0
     drift_cap: float = 0.5
     num_inference_steps: int = 20
-    guidance_scale: float = 3.0
+    guidance_scale: float = 2.0
     seed: int = 0
 
     def __post_init__(self):

@@ -1,5 +1,5 @@
 // EDPBRL answer widget: shows a question's images on its Ask node (non-modal) with answer buttons and
-// keyboard shortcuts (←/→ or 1..K, T tie, S skip, B both bad), posts the answer to /edpbrl/answer,
+// keyboard shortcuts (←/→ or 1..K, A/B, T tie, S skip, X both bad), posts the answer to /edpbrl/answer,
 // restores open questions after a page reload (/edpbrl/pending) and closes on interrupt.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -14,9 +14,9 @@ function imageUrl(image) {
 
 function answersFor(k) {
   const choices = k === 2
-    ? [["A", "0", "←"], ["B", "1", "→"], ["Tie", "tie", "T"]]
+    ? [["A", "0", "← or A"], ["B", "1", "→ or B"], ["Tie", "tie", "T"]]
     : Array.from({ length: k }, (_, i) => [String(i + 1), String(i), String(i + 1)]);
-  return choices.concat([["Skip", "skip", "S"], ["Both bad", "both_bad", "B"]]);
+  return choices.concat([["Skip", "skip", "S"], ["Both bad", "both_bad", "X"]]);
 }
 
 function panelFor(node) {
@@ -118,7 +118,8 @@ function onKey(event) {
   const [queryId, entry] = Array.from(open.entries()).pop(); // the newest open question
   const k = entry.detail.k;
   const key = event.key.toLowerCase();
-  const keys = { arrowleft: k === 2 ? "0" : null, arrowright: k === 2 ? "1" : null, t: k === 2 ? "tie" : null, s: "skip", b: "both_bad" };
+  const pair = k === 2;
+  const keys = { arrowleft: pair ? "0" : null, a: pair ? "0" : null, arrowright: pair ? "1" : null, b: pair ? "1" : null, t: pair ? "tie" : null, s: "skip", x: "both_bad" };
   let answer = keys[key] ?? null;
   if (answer === null && /^[1-9]$/.test(key) && Number(key) <= k) answer = String(Number(key) - 1);
   if (answer === null) return;
