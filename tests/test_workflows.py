@@ -97,6 +97,7 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
     from edpbrl_plugin.broker import BROKER
 
     outputs: dict[str, tuple] = {}
+    native = any(n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] != "embedded" for n in prompt.values())
     for key in _order(prompt):
         node = prompt[key]
         if node["class_type"] not in pack.NODE_CLASS_MAPPINGS:
@@ -111,6 +112,8 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
         if node["class_type"] == "EDPBRL_LoadPipeline" and kwargs["model"] != "embedded":
             kwargs["model"] = "embedded"  # CI has no checkpoint: the chain logic is what is tested here
             kwargs["config"] = ""
+        if native and "prompt" in kwargs:
+            kwargs["prompt"] = ""  # the checkpoint's prompt is not in the embedded model's vocabulary
         call = lambda: getattr(cls(), cls.FUNCTION)(**kwargs)  # noqa: E731
         if node["class_type"] == "EDPBRL_Ask":
             box = {}
