@@ -4,7 +4,6 @@ ComfyUI itself; see the README's verification section.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import threading
@@ -13,29 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import pack_fixture
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_STEPS = 4
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    """Import the pack root the way ComfyUI does: a module named after its folder, loaded from __init__.py."""
-    tmp = tmp_path_factory.mktemp("comfy")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("EDPBRL_STORE", str(tmp / "prefs.db"))
-    patch.setenv("EDPBRL_LORA_DIR", str(tmp / "loras"))
-    from edpbrl_plugin import registry
-
-    registry.reset()
-    spec = importlib.util.spec_from_file_location("edpbrl_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["edpbrl_pack"] = module
-    spec.loader.exec_module(module)
-    yield module
-    registry.reset()
-    patch.undo()
+pack = pack_fixture("edpbrl_pack")
 
 
 def node(pack, name):

@@ -3,7 +3,6 @@ the core nodes they use), and each workflow's chain of our nodes runs with the a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import threading
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import pack_fixture
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,23 +19,7 @@ API = sorted((ROOT / "workflows" / "api").glob("*.json"))
 CORE = json.loads((Path(__file__).parent / "data" / "core_object_info.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("workflows")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("EDPBRL_STORE", str(tmp / "prefs.db"))
-    patch.setenv("EDPBRL_LORA_DIR", str(tmp / "loras"))
-    from edpbrl_plugin import registry
-
-    registry.reset()
-    name = "edpbrl_workflow_pack"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    registry.reset()
-    patch.undo()
+pack = pack_fixture("edpbrl_workflow_pack")
 
 
 def node_info(name: str, cls, display: str) -> dict:
