@@ -58,7 +58,7 @@ class PersonalizationMixin:
             raise ValueError(f"{type(self).__name__} has no `{self._personalization_component}` to personalize")
         self._edpbrl_session = PersonalizationSession(store, session, user, encoder, strategy)
         self._edpbrl_prompts = list(prompts) or [""]
-        self._edpbrl_update_config = update_config or UpdateConfig()
+        self._edpbrl_update_config = update_config or UpdateConfig.for_pipeline(self)
         versions = self._edpbrl_session.store.lora_versions(session)
         if versions:
             self.load_personalization(versions[-1].file)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edpbrl_plugin import registry
 from edpbrl_plugin.personalize.export import save_kohya
-from edpbrl_plugin.personalize.updater import METHODS, UpdateConfig
+from edpbrl_plugin.personalize.updater import LATENT_DEFAULTS, METHODS, UpdateConfig
 from edpbrl_plugin.registry import PipelineHandle
 from edpbrl_plugin.report import status_image
 
@@ -33,7 +33,8 @@ class UpdateLoRA:
                 "reward": (REWARD, {"tooltip": "From Record + update reward (orders the update after the answer)."}),
                 "method": (list(METHODS), {"default": "default", "tooltip": "default = DPO + distillation; papa / epapa use like/dislike answers."}),
                 "steps": ("INT", {"default": defaults.steps, "min": 1, "max": 1000, "tooltip": "Optimizer steps (early stopping may end sooner)."}),
-                "learning_rate": ("FLOAT", {"default": defaults.learning_rate, "min": 1e-6, "max": 1e-1, "step": 1e-5, "tooltip": "AdamW learning rate of the LoRA."}),
+                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e-1, "step": 1e-5, "tooltip": f"AdamW learning rate of the LoRA; 0 = the model's default ({defaults.learning_rate:g} embedded, {LATENT_DEFAULTS['learning_rate']:g} Stable Diffusion / SDXL)."}),
+                "distill_samples": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": f"Base-model samples the learned reward re-weights (sampled once per model and prompts, then cached); 0 = the model's default ({defaults.distill_samples} embedded, {LATENT_DEFAULTS['distill_samples']} Stable Diffusion / SDXL). Method dpo uses none."}),
                 "drift_cap": ("FLOAT", {"default": defaults.drift_cap, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Stop and restore when the drift from the base passes this."}),
                 "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Prompts of fresh samples for distillation, one per line."}),
             },
@@ -44,14 +45,15 @@ class UpdateLoRA:
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
 
-    def update(self, pipeline, reward, method, steps, learning_rate, drift_cap, prompt, unique_id=None):
+    def update(self, pipeline, reward, method, steps, learning_rate, distill_samples, drift_cap, prompt, unique_id=None):
         if not isinstance(pipeline, PipelineHandle) or not isinstance(reward, RewardToken):
             raise ValueError("connect pipeline (Load pipeline / Update LoRA) and reward (Record + update reward)")
         if pipeline.session not in (None, reward.session):
             raise ValueError(f"the pipeline carries session {pipeline.session!r}'s LoRA, not {reward.session!r}")
         active = _session(reward.session)
         pipe = registry.materialize(pipeline)
-        config = UpdateConfig(method=method, steps=steps, learning_rate=learning_rate, drift_cap=drift_cap)
+        config = UpdateConfig.for_pipeline(pipe, method=method, steps=steps, learning_rate=learning_rate or None,
+                                           distill_samples=distill_samples or None, drift_cap=drift_cap)
         prompts = [line.strip() for line in prompt.splitlines()] or [""]
         report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id))
         if version is None:

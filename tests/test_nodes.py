@@ -100,7 +100,7 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
     status, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=token)
     assert "1 answers" in status and reward.n_answers == 1
     new_pipeline, drift, report = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=2,
-                                      learning_rate=1e-3, drift_cap=5.0, prompt="star")
+                                      learning_rate=1e-3, distill_samples=0, drift_cap=5.0, prompt="star")
     assert pipeline.version == 0 and new_pipeline.version == 1 and new_pipeline is not pipeline
     assert drift >= 0 and "dpo" in report
     (lora_name,) = run(pack, "EDPBRL_SaveLoRA", pipeline=new_pipeline, filename_prefix="test")

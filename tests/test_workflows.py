@@ -92,7 +92,7 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
         if node["class_type"] == "EDPBRL_SampleCandidates":
             kwargs["steps"] = 3  # keep CI fast
         if node["class_type"] == "EDPBRL_UpdateLoRA":
-            kwargs["steps"] = 2
+            kwargs["steps"], kwargs["distill_samples"] = 2, 8
         if node["class_type"] == "EDPBRL_LoadPipeline" and kwargs["model"] != "embedded":
             kwargs["model"] = "embedded"  # CI has no checkpoint: the chain logic is what is tested here
             kwargs["config"] = ""

@@ -69,7 +69,16 @@ def papa_loss(
     return (c_pref * weights * preference + c_base * pull * pull_mask).mean()
 
 
-def rwr_loss(error: torch.Tensor, rewards: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Reward-weighted denoising: weights ∝ exp(r / τ), normalised to mean 1 over the batch."""
-    weights = torch.softmax(rewards.float() / temperature, dim=0) * len(rewards)
-    return (weights.detach() * error).mean()
+def reward_tilt(rewards: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sampling probabilities ∝ exp(r / τ) over a pool of samples.
+
+    Drawing training batches from the pool with these probabilities and denoising them unweighted fits
+    p_pool(x)·exp(r(x)/τ) exactly; weighting a uniformly drawn batch by a softmax over that batch instead
+    trains on whatever the batch holds (often no liked sample at all) at full weight.
+    """
+    return torch.softmax(rewards.double() / temperature, dim=0).float()
+
+
+def effective_sample_size(probabilities: torch.Tensor) -> float:
+    """Kish's effective number of samples of a weighting: 1 / Σ p² (between 1 and the pool size)."""
+    return float(1.0 / probabilities.double().pow(2).sum())

@@ -3,8 +3,8 @@
 Methods (``UpdateConfig.method``):
 
 * ``"default"``: Diffusion-DPO on the answered pairs (winner vs each loser of a K-set) + PAPA on any
-  like/dislike answers + learned-reward distillation (the reward model scores fresh samples of the
-  current model; reward-weighted denoising). Distillation multiplies each human answer.
+  like/dislike answers + learned-reward distillation (the reward model scores a pool of base-model
+  samples; training batches are drawn from it ∝ exp(r/τ)). Distillation multiplies each human answer.
 * ``"dpo"``: Diffusion-DPO on answered pairs only.
 * ``"papa"``: PAPA on like/dislike answers: ELBO-weighted signed denoising loss + base pull.
 * ``"epapa"``: PAPA trained and used only at forward timesteps t >= ``epapa_min_timestep``.
@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 from .adapters import ADAPTER_NAME, TimestepGate, adapter_state, adapters_disabled, add_adapter, has_adapter, load_adapter_state, trainable_parameters
 from .denoiser import Denoiser, concat_conditions, repeat_condition
 from .drift import DriftMonitor
-from .losses import dpo_loss, elbo_weights, papa_loss, per_sample_mse, rwr_loss
+from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
 
 METHODS = ("default", "dpo", "papa", "epapa", "distill")
 _BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
+BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
 
 
 def _weights_key(unet) -> tuple:
@@ -63,8 +64,9 @@ class Rating:
 
 @dataclass
 class UpdateConfig:
-    """Update settings. Defaults were tuned on the embedded model (``edpbrl bench align``); for
-    Stable Diffusion-sized UNets start with a lower ``learning_rate`` (1e-4) and fewer ``distill_samples``."""
+    """Update settings. Defaults were tuned on the embedded model (``edpbrl bench align``);
+    :meth:`for_pipeline` gives the defaults for any pipeline (latent ones such as Stable Diffusion get
+    :data:`LATENT_DEFAULTS`)."""
 
     method: str = "default"
     rank: int = 4
@@ -90,7 +92,19 @@ class UpdateConfig:
     drift_cap: float = 0.5
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
+    sample_batch_size: int = 32
     seed: int = 0
+
+    @classmethod
+    def for_pipeline(cls, pipe, **overrides) -> "UpdateConfig":
+        """Defaults sized for ``pipe``, then ``overrides`` (``None`` values keep the default).
+
+        A latent pipeline's sample costs ~100x an embedded one and its UNet is ~1000x larger, so it gets
+        a lower learning rate and a smaller distillation pool and reward check.
+        """
+        latent = getattr(pipe, "vae", None) is not None
+        settings = {**(LATENT_DEFAULTS if latent else {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**settings)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -99,6 +113,10 @@ class UpdateConfig:
             raise ValueError(f"distill_source must be 'base' or 'current', got {self.distill_source!r}")
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
+
+
+#: Defaults for latent pipelines (Stable Diffusion, SDXL), used by :meth:`UpdateConfig.for_pipeline`.
+LATENT_DEFAULTS = {"learning_rate": 1e-4, "distill_samples": 32, "eval_samples": 8}
 
 
 @dataclass
@@ -112,6 +130,7 @@ class UpdateReport:
     stopped: str | None = None
     n_pairs: int = 0
     n_ratings: int = 0
+    distill_ess: float | None = None  # effective number of pool samples the distillation trains on
     seconds: float = 0.0
 
     @property
@@ -125,7 +144,9 @@ class UpdateReport:
         if self.reward_before is not None and self.reward_after is not None:
             reward = f", reward of fresh samples {self.reward_before:.3f} -> {self.reward_after:.3f}"
         stop = f" (stopped: {self.stopped})" if self.stopped else ""
-        return f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{reward}, drift {self.drift:.4f}{stop}"
+        pool = f", distilled from ~{self.distill_ess:.0f} pool samples" if self.distill_ess is not None else ""
+        return (f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
+                f"drift {self.drift:.4f}{stop}")
 
 
 class LoraUpdater:
@@ -153,6 +174,7 @@ class LoraUpdater:
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
         self.progress = False
+        self.image_size: tuple[int, int] | None = None  # latent pipelines sample at the size the user judged
 
     def _ensure_adapter(self) -> None:
         if not has_adapter(self.unet, ADAPTER_NAME):
@@ -164,15 +186,22 @@ class LoraUpdater:
         return self.config.epapa_min_timestep if self.config.method == "epapa" else 0
 
     def _sample_images(self, prompts: list[str], seed: int) -> np.ndarray:
+        """Images for ``prompts``, in batches of ``sample_batch_size`` (large batches are slower per image
+        on a CPU and do not fit a GPU at Stable Diffusion sizes)."""
         generator = torch.Generator().manual_seed(seed)
         was_training = self.unet.training
         self.unet.eval()
+        size = self.config.sample_batch_size
+        resolution = {"height": self.image_size[0], "width": self.image_size[1]} if self.denoiser.latent and self.image_size else {}
         try:
-            out = self.pipe(prompt=prompts, generator=generator, num_inference_steps=self.config.num_inference_steps,
-                            guidance_scale=self.config.guidance_scale, output_type="np")
+            chunks = [
+                self.pipe(prompt=prompts[i:i + size], generator=generator, num_inference_steps=self.config.num_inference_steps,
+                          guidance_scale=self.config.guidance_scale, output_type="np", **resolution).images
+                for i in range(0, len(prompts), size)
+            ]
         finally:
             self.unet.train(was_training)
-        return np.asarray(out.images, dtype=np.float32)
+        return np.concatenate([np.asarray(c, dtype=np.float32) for c in chunks])
 
     def sample(self, n: int, seed: int, prompts: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
         """``n`` images of the current (tuned) model and their prompts; EPAPA adapters are gated by timestep."""
@@ -201,12 +230,12 @@ class LoraUpdater:
         """
         if self.config.distill_source == "current":
             return self.sample(self.config.distill_samples, seed)
-        key = (_weights_key(self.unet), self.config.distill_samples, tuple(self.prompts), self.config.seed,
-               self.config.num_inference_steps, self.config.guidance_scale)
+        key = (_weights_key(self.unet), self.config.distill_samples, tuple(self.prompts),
+               self.config.num_inference_steps, self.config.guidance_scale, self.image_size)
         if key not in _BASE_POOLS:
             prompts = [self.prompts[i % len(self.prompts)] for i in range(self.config.distill_samples)]
             with adapters_disabled(self.unet):
-                images = self._sample_images(prompts, 97_531 + self.config.seed)
+                images = self._sample_images(prompts, BASE_POOL_SEED)
             _BASE_POOLS.clear()  # one pool at a time: they are large
             _BASE_POOLS[key] = (images, prompts)
         return _BASE_POOLS[key]
@@ -251,12 +280,11 @@ class LoraUpdater:
                          c.unlikelihood_cap)
 
     def _distill_term(self, data, gen) -> torch.Tensor:
-        x0_all, cond_all, rewards_all, temperature = data
-        idx = torch.randint(0, len(x0_all), (min(self.config.batch_size, len(x0_all)),), generator=gen)
+        x0_all, cond_all, probabilities = data
+        idx = torch.multinomial(probabilities, self.config.batch_size, replacement=True, generator=gen)
         noise = torch.randn(x0_all[idx].shape, generator=gen).to(x0_all)
         t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
-        error = self._errors(x0_all[idx], repeat_condition(cond_all, idx), noise, t)
-        return self.config.distill_weight * rwr_loss(error, rewards_all[idx], temperature)
+        return self.config.distill_weight * self._errors(x0_all[idx], repeat_condition(cond_all, idx), noise, t).mean()
 
     # ------------------------------------------------------------------ the update
     def _prepare(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating], seed: int) -> dict:
@@ -276,11 +304,11 @@ class LoraUpdater:
             )
         if self.reward_fn is not None and method in ("default", "distill") and (terms or method == "distill"):
             images, prompts = self._distill_pool(seed)
-            rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float32), device=self.denoiser.device)
+            rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float64))
             spread = float(rewards.std()) if len(rewards) > 1 else 0.0
             if spread > 1e-6:
-                terms["distill"] = (self.denoiser.encode_images(images), self.denoiser.condition(prompts), rewards,
-                                    self.config.distill_temperature * spread)
+                probabilities = reward_tilt(rewards, self.config.distill_temperature * spread)
+                terms["distill"] = (self.denoiser.encode_images(images), self.denoiser.condition(prompts), probabilities)
         return terms
 
     def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
@@ -305,10 +333,15 @@ class LoraUpdater:
             return report
         self._ensure_adapter()
         self.unet.set_adapter(ADAPTER_NAME)
+        judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
+        if judged is not None:
+            self.image_size = tuple(np.shape(judged)[:2])
         terms = self._prepare(pairs, ratings, seed)
         if not terms:
             report.stopped = "no usable answers"
             return report
+        if "distill" in terms:
+            report.distill_ess = effective_sample_size(terms["distill"][2])
         params = trainable_parameters(self.unet)
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(seed)
