@@ -23,6 +23,7 @@ class UpdateLoRA:
     RETURN_NAMES = ("pipeline", "drift", "report")
     OUTPUT_TOOLTIPS = ("The pipeline at the new LoRA version.", "Distance from the base model (0 = unchanged).", "What the update did.")
     FUNCTION = "update"
+    OUTPUT_NODE = True  # ComfyUI runs only output nodes and their inputs; the update must run even when nothing reads it
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -56,10 +57,12 @@ class UpdateLoRA:
                                            distill_samples=distill_samples or None, drift_cap=drift_cap)
         prompts = [line.strip() for line in prompt.splitlines()] or [""]
         report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id))
+        ui = {"text": [report.summary()]}
         if version is None:
-            return (pipeline, 0.0, report.summary())
+            return {"ui": ui, "result": (pipeline, 0.0, report.summary())}
         registry.mark_version(pipe, reward.session, version.version)
-        return (dataclasses.replace(pipeline, session=reward.session, version=version.version), float(report.drift), report.summary())
+        updated = dataclasses.replace(pipeline, session=reward.session, version=version.version)
+        return {"ui": ui, "result": (updated, float(report.drift), report.summary())}
 
 
 class SaveLoRA:

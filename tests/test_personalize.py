@@ -209,6 +209,19 @@ def test_nan_loss_stops_the_update_and_restores_the_last_good_adapter(sd):
     assert all(torch.equal(before[k], v) for k, v in adapter_state(sd.unet).items())
 
 
+def test_update_trains_when_the_host_runs_it_under_inference_mode():
+    """ComfyUI executes nodes inside torch.inference_mode(): a pipeline loaded there must still train."""
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    with torch.inference_mode():
+        pipe = tiny_sd()
+        pipe.set_progress_bar_config(disable=True)
+        updater = LoraUpdater(pipe, UpdateConfig(method="dpo", steps=3, eval_every=3, num_inference_steps=2, guidance_scale=1.0))
+        before = adapter_state(pipe.unet)
+        report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
+    assert report.steps == 3 and report.changed and all(np.isfinite(report.losses))
+    assert any(not torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
+
+
 @pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])
 def test_updates_run_on_sd_and_sdxl_pipelines(factory):
     pipe = factory()

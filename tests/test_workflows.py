@@ -61,6 +61,22 @@ def test_api_workflows_lint_clean_against_object_info(pack, tmp_path):
         assert not problems, f"{path.name}: {[str(p) for p in problems]}"
 
 
+def test_every_node_of_each_api_workflow_runs_in_comfyui(pack):
+    """ComfyUI executes only output nodes and what they depend on: a node that feeds no output node never runs."""
+    output_nodes = {k for k, c in pack.NODE_CLASS_MAPPINGS.items() if getattr(c, "OUTPUT_NODE", False)}
+    output_nodes |= {k for k, v in CORE.items() if v.get("output_node")}
+    for path in API:
+        prompt = json.loads(path.read_text())
+        reached = [k for k, node in prompt.items() if node["class_type"] in output_nodes]
+        seen = set()
+        while reached:
+            key = reached.pop()
+            if key not in seen:
+                seen.add(key)
+                reached += [v[0] for v in prompt[key]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+        assert seen == set(prompt), f"{path.name}: nodes {sorted(set(prompt) - seen)} feed no output node, so ComfyUI skips them"
+
+
 def _order(prompt: dict) -> list[str]:
     done, order = set(), []
     while len(order) < len(prompt):

@@ -17,6 +17,7 @@ from the base at each check, stopping (and restoring) when it passes ``drift_cap
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,30 @@ from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, pe
 METHODS = ("default", "dpo", "papa", "epapa", "distill")
 _BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
 BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
+
+
+def _with_autograd(method):
+    """Run ``method`` with autograd on. Hosts may call us under ``torch.inference_mode()`` (ComfyUI runs
+    every node inside it) or ``torch.no_grad()``; training needs neither."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _release_inference_tensors(module: torch.nn.Module) -> None:
+    """Replace parameters and buffers created under inference mode (a pipeline loaded inside a ComfyUI node)
+    by normal copies: autograd cannot save inference tensors for the backward pass. Done once per model."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None and param.is_inference():
+                sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=param.requires_grad)
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None and buffer.is_inference():
+                sub._buffers[name] = buffer.clone()
 
 
 def _weights_key(unet) -> tuple:
@@ -161,6 +186,7 @@ class LoraUpdater:
         anchor_prompts: prompts for the drift check (default: ``prompts``).
     """
 
+    @_with_autograd
     def __init__(self, pipe, config: UpdateConfig | None = None, reward_fn: Callable | None = None,
                  prompts: Sequence[str] = ("",), anchor_prompts: Sequence[str] | None = None):
         self.pipe = pipe
@@ -169,6 +195,7 @@ class LoraUpdater:
         self.prompts = list(prompts) or [""]
         self.denoiser = Denoiser(pipe)
         self.unet = pipe.unet
+        _release_inference_tensors(self.unet)
         self._ensure_adapter()
         self.drift = DriftMonitor(self.denoiser, self._sample_images, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
@@ -311,6 +338,7 @@ class LoraUpdater:
                 terms["distill"] = (self.denoiser.encode_images(images), self.denoiser.condition(prompts), probabilities)
         return terms
 
+    @_with_autograd
     def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
                on_step: Callable[[int, int], None] | None = None) -> UpdateReport:
         """One update of the adapter from these answers (typically all answers so far).

@@ -5,6 +5,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "EDPBRL_Ask";
+const REPORT_TYPES = new Set(["EDPBRL_UpdateLoRA"]); // nodes whose ui.text (what the run did) is shown on the node
 const open = new Map(); // query id -> {node, panel, detail, shownAt}
 
 function imageUrl(image) {
@@ -157,6 +158,20 @@ app.registerExtension({
     await restorePending(); // a workflow loaded after a reload: show its open question on the node again
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (REPORT_TYPES.has(nodeData.name)) {
+      const executed = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (message) {
+        executed?.apply(this, arguments);
+        if (!this.edpbrlReport) {
+          this.edpbrlReport = document.createElement("div");
+          this.edpbrlReport.style.cssText = "padding:4px;font:11px sans-serif;white-space:pre-wrap;color:var(--input-text,#ddd);";
+          this.addDOMWidget("edpbrl_report", "edpbrl_report", this.edpbrlReport, { serialize: false, getMinHeight: () => 40 });
+        }
+        this.edpbrlReport.textContent = (message?.text || []).join("\n");
+        app.graph?.setDirtyCanvas(true, true);
+      };
+      return;
+    }
     if (nodeData.name !== NODE_TYPE) return;
     const created = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
