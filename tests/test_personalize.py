@@ -246,3 +246,19 @@ def test_drift_cap_stops_the_update_and_restores(sd):
     report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
     assert "drift" in report.stopped and report.steps == 2
     assert all(torch.equal(before[k], v) for k, v in adapter_state(sd.unet).items())
+
+
+def test_ten_answers_and_one_update_raise_the_simulated_users_share_on_fresh_samples():
+    """The real loop on the embedded model: a simulated user who likes blue answers 10 designed questions,
+    then one default update (DPO + reward distillation). Fresh samples at fixed seeds, judged by the
+    attribute encoder (never by the learned reward), must be blue far more often than the base model's
+    (0.19 at these seeds). Measured: 0.59 at seeds 0 and 2 (+0.41); the bar (+0.25) is ~3 binomial standard
+    errors at 32 samples. Sized for CI (~2 min); ``edpbrl bench align`` runs the full-size loop."""
+    from edpbrl_plugin.bench.align import Bench, run_ours
+
+    config = UpdateConfig(seed=0, steps=30, distill_samples=48, early_stopping=False)
+    result = run_ours(Bench(eval_samples=32), "blue", seed=0, budget=10, per_round=10, candidates=16, config=config)
+    before, after = result["curve"][0], result["curve"][-1]
+    assert after["actions"] == 10 and result["updates"][0]["steps"] == 30
+    assert after["share"] >= before["share"] + 0.25, (before, after)
+    assert after["utility"] > before["utility"] and after["drift"] < config.drift_cap

@@ -34,8 +34,10 @@ from .common import environment, mean_ci, write_json
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
 EASY_USERS = ("blue",)
-PAPA_LRS = (1e-4, 3e-4, 1e-3)
-QUICK_PAPA_LR = 1e-3  # the grid point the full run found best (align.json, papa_best)
+PAPA_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
+QUICK_PAPA_LR = 1e-4  # the grid point the full run found best on the quick user (align.json, papa_best)
+#: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
+QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
 
 
@@ -196,12 +198,12 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
             per_method["papa_best"] = best
             final = papa[best]["share"]["mean"][-1]
             budget = papa[best]["actions"][-1]
+            peak = max(max(v["share"]["mean"][1:]) for v in papa.values())  # PAPA's best point after any feedback
             if "ours" in per_method:
                 ours = per_method["ours"]
-                reached = [a for a, s in zip(ours["actions"], ours["share"]["mean"]) if s >= final]
-                per_method["ours_actions_to_papa_final"] = reached[0] if reached else None
-                per_method["papa_final_share"] = final
-                per_method["papa_budget"] = budget
+                first = lambda target: next((a for a, s in zip(ours["actions"], ours["share"]["mean"]) if a and s >= target), None)  # noqa: E731
+                per_method.update(ours_actions_to_papa_final=first(final), papa_final_share=final, papa_budget=budget,
+                                  papa_peak_share=peak, ours_actions_to_papa_peak=first(peak))
         summary[user] = per_method
     return summary
 
@@ -245,5 +247,7 @@ def format_table(summary: dict) -> str:
                          f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds)")
         if "papa_final_share" in methods:
             lines.append(f"  PAPA best ({methods['papa_best']}) reaches {methods['papa_final_share']:.2f} at {methods['papa_budget']} actions; "
-                         f"ours reaches it at {methods['ours_actions_to_papa_final']} actions")
+                         f"ours reaches it at {methods['ours_actions_to_papa_final']} actions; PAPA's peak over all its "
+                         f"learning rates and budgets is {methods['papa_peak_share']:.2f}, ours reaches it at "
+                         f"{methods['ours_actions_to_papa_peak']} actions")
     return "\n".join(lines)
