@@ -220,6 +220,13 @@ def test_update_trains_when_the_host_runs_it_under_inference_mode():
         report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
     assert report.steps == 3 and report.changed and all(np.isfinite(report.losses))
     assert any(not torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
+    with torch.inference_mode():  # the session's saved LoRA loaded into the same UNet, as Load Pipeline does
+        loaded = [(m, n, p) for path, m in pipe.unet.named_modules() if "lora_" in path for n, p in m._parameters.items() if p is not None]
+        for module, name, param in loaded:
+            module._parameters[name] = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
+        assert loaded and all(module._parameters[name].is_inference() for module, name, _ in loaded)
+        again = updater.update([PreferencePair(images[1], images[0], "a", "a")])
+    assert again.steps == 3 and all(np.isfinite(again.losses))
 
 
 @pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])

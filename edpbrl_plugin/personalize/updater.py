@@ -359,6 +359,7 @@ class LoraUpdater:
         if c.method == "distill" and self.reward_fn is None:
             report.stopped = "distillation needs a reward model"
             return report
+        _release_inference_tensors(self.unet)  # a LoRA version loaded since (ComfyUI resuming a session)
         self._ensure_adapter()
         self.unet.set_adapter(ADAPTER_NAME)
         judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
