@@ -35,7 +35,7 @@ from .common import environment, mean_ci, write_json
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
 EASY_USERS = ("blue",)
 PAPA_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
-QUICK_PAPA_LR = 1e-4  # the grid point the full run found best on the quick user (align.json, papa_best)
+QUICK_PAPA_LR = 1e-4  # best of the grid on the quick user, seed 0 (align_runs.jsonl); revisit after the 5-seed run
 #: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000

@@ -50,7 +50,7 @@ def _with_autograd(method):
 
 def _release_inference_tensors(module: torch.nn.Module) -> None:
     """Replace parameters and buffers created under inference mode (a pipeline loaded inside a ComfyUI node)
-    by normal copies: autograd cannot save inference tensors for the backward pass. Done once per model."""
+    by normal copies: autograd cannot save inference tensors for the backward pass. A no-op once released."""
     for sub in module.modules():
         for name, param in list(sub._parameters.items()):
             if param is not None and param.is_inference():
@@ -195,7 +195,6 @@ class LoraUpdater:
         self.prompts = list(prompts) or [""]
         self.denoiser = Denoiser(pipe)
         self.unet = pipe.unet
-        _release_inference_tensors(self.unet)
         self._ensure_adapter()
         self.drift = DriftMonitor(self.denoiser, self._sample_images, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
@@ -359,7 +358,7 @@ class LoraUpdater:
         if c.method == "distill" and self.reward_fn is None:
             report.stopped = "distillation needs a reward model"
             return report
-        _release_inference_tensors(self.unet)  # a LoRA version loaded since (ComfyUI resuming a session)
+        _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
         self._ensure_adapter()
         self.unet.set_adapter(ADAPTER_NAME)
         judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
