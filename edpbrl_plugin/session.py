@@ -315,7 +315,7 @@ class PersonalizationSession:
         return current
 
     def update_lora(self, pipe, config=None, prompts: Sequence[str] = ("",), progress: bool = False,
-                    on_step: Callable[[int, int], None] | None = None):
+                    on_step: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None):
         """Run one LoRA update from every answer so far; a changed adapter is saved as a new version.
 
         Returns (report, LoraVersion or None). Files: ``<store>_loras/<session>/v<N>/`` (diffusers) and
@@ -326,7 +326,7 @@ class PersonalizationSession:
         updater = self.updater(pipe, config, prompts)
         updater.progress = progress
         pairs, ratings = self.training_data()
-        report = updater.update(pairs, ratings, on_step=on_step)
+        report = updater.update(pairs, ratings, on_step=on_step, check=check)
         if not report.changed:
             return report, None
         version = self.store.next_lora_version(self.session)

@@ -56,7 +56,8 @@ class UpdateLoRA:
         config = UpdateConfig.for_pipeline(pipe, method=method, steps=steps, learning_rate=learning_rate or None,
                                            distill_samples=distill_samples or None, drift_cap=drift_cap)
         prompts = [line.strip() for line in prompt.splitlines()] or [""]
-        report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id))
+        report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id),
+                                             check=comfy.check_interrupted)
         ui = {"text": [report.summary()]}
         if version is None:
             return {"ui": ui, "result": (pipeline, 0.0, report.summary())}

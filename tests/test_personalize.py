@@ -1,5 +1,6 @@
 """LoRA updates: DPO / PAPA / EPAPA losses, export formats ComfyUI and diffusers load, update guards."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -227,6 +228,39 @@ def test_update_trains_when_the_host_runs_it_under_inference_mode():
         assert loaded and all(module._parameters[name].is_inference() for module, name, _ in loaded)
         again = updater.update([PreferencePair(images[1], images[0], "a", "a")])
     assert again.steps == 3 and all(np.isfinite(again.losses))
+
+
+class Cancelled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cancel_at", ["pool sampling", "optimizer step 2"])
+def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
+    """ComfyUI's Cancel must reach the update while it samples (minutes on a CPU), not only between steps,
+    and a cancelled update must leave the adapter as it was, so the pipeline still matches its version."""
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0, early_stopping=False)
+    updater = LoraUpdater(pipe, config, reward_fn=lambda ims: ims.mean(axis=(1, 2, 3)), prompts=["a castle"])
+    pair = PreferencePair(images[0], images[1], "a castle", "a castle")
+    updater.update([pair])  # a trained adapter to put back
+    before = adapter_state(pipe.unet)
+    steps_done, checks = [], []
+
+    def check():
+        checks.append(len(steps_done))
+        if cancel_at == "pool sampling" or len(steps_done) == 2:
+            raise Cancelled()
+
+    updater.config = dataclasses.replace(config, distill_samples=6)  # a new pool: sampled inside this update
+    with pytest.raises(Cancelled):
+        updater.update([pair], on_step=lambda step, total: steps_done.append(step), check=check)
+    assert steps_done == ([] if cancel_at == "pool sampling" else [1, 2])
+    assert all(torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
+    again = updater.update([pair])
+    assert again.steps == config.steps and again.changed
 
 
 @pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])

@@ -60,6 +60,16 @@ def _release_inference_tensors(module: torch.nn.Module) -> None:
                 sub._buffers[name] = buffer.clone()
 
 
+def _cancel_callback(check: Callable[[], None]) -> Callable:
+    """A diffusers ``callback_on_step_end`` that runs the host's cancel check after every denoising step."""
+
+    def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+        check()
+        return tensors
+
+    return callback
+
+
 def _weights_key(unet) -> tuple:
     """Identifies the base weights (LoRA parameters excluded) cheaply: architecture plus a few parameter sums."""
     from .export import base_fingerprint
@@ -199,6 +209,7 @@ class LoraUpdater:
         self.drift = DriftMonitor(self.denoiser, self._sample_images, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
+        self._check: Callable[[], None] | None = None  # the host's cancel check while an update runs
         self.progress = False
         self.image_size: tuple[int, int] | None = None  # latent pipelines sample at the size the user judged
 
@@ -218,11 +229,13 @@ class LoraUpdater:
         was_training = self.unet.training
         self.unet.eval()
         size = self.config.sample_batch_size
-        resolution = {"height": self.image_size[0], "width": self.image_size[1]} if self.denoiser.latent and self.image_size else {}
+        extra = {"height": self.image_size[0], "width": self.image_size[1]} if self.denoiser.latent and self.image_size else {}
+        if self._check is not None:  # cancel between denoising steps: a Stable Diffusion pool takes minutes on a CPU
+            extra["callback_on_step_end"] = _cancel_callback(self._check)
         try:
             chunks = [
                 self.pipe(prompt=prompts[i:i + size], generator=generator, num_inference_steps=self.config.num_inference_steps,
-                          guidance_scale=self.config.guidance_scale, output_type="np", **resolution).images
+                          guidance_scale=self.config.guidance_scale, output_type="np", **extra).images
                 for i in range(0, len(prompts), size)
             ]
         finally:
@@ -339,11 +352,29 @@ class LoraUpdater:
 
     @_with_autograd
     def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
-               on_step: Callable[[int, int], None] | None = None) -> UpdateReport:
+               on_step: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None) -> UpdateReport:
         """One update of the adapter from these answers (typically all answers so far).
 
         ``on_step(step, total)`` is called after every optimiser step (a host's progress bar).
+        ``check()`` is called after every optimiser step and every denoising step of the sampling
+        inside the update; it cancels the update by raising (ComfyUI's interrupt), and the adapter is
+        then put back as it was before the update, so the pipeline still matches its version.
         """
+        _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
+        self._ensure_adapter()
+        before = adapter_state(self.unet)
+        self._check = check
+        try:
+            return self._update(pairs, ratings, on_step)
+        except BaseException:
+            load_adapter_state(self.unet, before)
+            self.unet.eval()
+            raise
+        finally:
+            self._check = None
+
+    def _update(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating],
+                on_step: Callable[[int, int], None] | None) -> UpdateReport:
         start = time.perf_counter()
         c = self.config
         self._round += 1
@@ -358,8 +389,6 @@ class LoraUpdater:
         if c.method == "distill" and self.reward_fn is None:
             report.stopped = "distillation needs a reward model"
             return report
-        _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
-        self._ensure_adapter()
         self.unet.set_adapter(ADAPTER_NAME)
         judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
         if judged is not None:
@@ -398,6 +427,8 @@ class LoraUpdater:
             report.losses.append(float(loss.detach()))
             if on_step is not None:
                 on_step(step, c.steps)
+            if self._check is not None:
+                self._check()
             if step % c.eval_every == 0 or step == c.steps:
                 drift = self.drift.measure()
                 if drift > c.drift_cap:
