@@ -424,18 +424,21 @@ class PreferenceStore:
     # ------------------------------------------------------------------ answers
     @staticmethod
     def normalise_choice(choice, n_options: int) -> str:
-        """A choice as stored: a position "0".."K-1", or one of tie / skip / both_bad / like / dislike."""
+        """A choice as stored: a position "0".."K-1" (also given as the widget's letter "A", "B", ...),
+        or one of tie / skip / both_bad / like / dislike."""
         if isinstance(choice, (int, np.integer)) and not isinstance(choice, bool):
             choice = str(int(choice))
         if not isinstance(choice, str):
             raise StoreError(f"answer must be an option index or one of {CHOICES_FIXED}, got {choice!r}")
         choice = choice.strip().lower()
+        if len(choice) == 1 and "a" <= choice <= "z":
+            choice = str(ord(choice) - ord("a"))
         if choice.isdigit():
             if n_options < 2 or not 0 <= int(choice) < n_options:
                 raise StoreError(f"answer {choice} is not an option of this {n_options}-option question")
             return str(int(choice))
         if choice not in CHOICES_FIXED:
-            raise StoreError(f"unknown answer {choice!r}; use an option index or one of {CHOICES_FIXED}")
+            raise StoreError(f"unknown answer {choice!r}; use an option index (0, 1, ... or A, B, ...) or one of {CHOICES_FIXED}")
         if choice == "tie" and n_options != 2:
             raise StoreError("'tie' answers pairs only")
         if choice in ("like", "dislike") and n_options != 1:

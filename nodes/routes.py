@@ -14,7 +14,7 @@ from . import comfy_bridge as comfy
 
 
 def answer(payload: dict) -> dict:
-    """``{"query": id, "answer": "0" | "1" | "tie" | "skip" | "both_bad" | ..., "latency": s?}``.
+    """``{"query": id, "answer": "0" | "1" | "A" | "B" | "tie" | "skip" | "both_bad" | ..., "latency": s?}``.
 
     The answer is committed to the store before this returns, then any waiting Ask node is released.
     """

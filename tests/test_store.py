@@ -69,10 +69,16 @@ def test_double_answers_withdrawn_and_unknown_questions_are_refused_and_keep_the
         store.submit_answer(w.id, 0)
     with pytest.raises(StoreError, match="unknown question"):
         store.submit_answer(9999, 0)
-    for bad in (2, "maybe", "like", 1.5):
+    for bad in (2, "C", "maybe", "like", 1.5):
         with pytest.raises(StoreError):
             store.submit_answer(add_pair(store).id, bad)
     assert len(store.answers("s1")) == 1
+
+
+def test_the_widgets_letters_name_options(store):
+    """Scripts may answer with the letters the widget shows: A is option 0, B option 1."""
+    for letter, stored in (("A", "0"), ("b", "1"), (" B ", "1")):
+        assert store.submit_answer(add_pair(store).id, letter).choice == stored
 
 
 @pytest.mark.parametrize("session", ["../etc", "a/b", "", "x" * 65, "s1; DROP TABLE answers", "..", ".hidden", None])
