@@ -13,8 +13,9 @@ import numpy as np
 from scipy import stats
 
 
-def mean_ci(values, axis: int = 0, level: float = 0.95) -> dict[str, list | float]:
-    """Mean and a Student-t confidence interval over ``axis`` (the seeds)."""
+def mean_ci(values, axis: int = 0, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict[str, list | float]:
+    """Mean and a Student-t confidence interval over ``axis`` (the seeds), clipped to ``bounds`` when the
+    quantity cannot leave them (a share of samples: with 5 seeds the t interval alone can pass 1)."""
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[axis]
     mean = values.mean(axis=axis)
@@ -22,7 +23,10 @@ def mean_ci(values, axis: int = 0, level: float = 0.95) -> dict[str, list | floa
         half = np.zeros_like(mean)
     else:
         half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
-    return {"mean": np.round(mean, 5).tolist(), "lo": np.round(mean - half, 5).tolist(), "hi": np.round(mean + half, 5).tolist()}
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
+    return {"mean": np.round(mean, 5).tolist(), "lo": np.round(lo, 5).tolist(), "hi": np.round(hi, 5).tolist()}
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n_seeds: int, n_boot: int = 2000, seed: int = 0):

@@ -1,0 +1,28 @@
+"""Benchmark bookkeeping: the summaries the README's tables are copied from."""
+
+import numpy as np
+
+from edpbrl_plugin.bench.align import summarise
+from edpbrl_plugin.bench.common import mean_ci
+
+
+def test_share_intervals_stay_inside_zero_one():
+    ci = mean_ci(np.array([[0.2, 1.0], [1.0, 1.0], [0.9, 1.0]]), bounds=(0.0, 1.0))
+    assert ci["hi"][0] == 1.0 and 0.0 <= ci["lo"][0] < ci["mean"][0]
+    assert ci["lo"][1] == ci["hi"][1] == 1.0
+
+
+def _run(method: str, seed: int, shares: list[float], step: int = 10) -> dict:
+    curve = [{"actions": i * step, "share": s, "utility": 2 * s, "drift": 0.01 * i} for i, s in enumerate(shares)]
+    return {"user": "blue", "method": method, "seed": seed, "curve": curve, "updates": [{"seconds": 1.0}]}
+
+
+def test_summary_picks_papas_best_rate_and_the_actions_ours_needs_to_match_it():
+    runs = [_run("ours", s, [0.1, 0.3 + 0.1 * s, 0.9]) for s in range(2)]
+    runs += [_run("papa@0.0001", s, [0.1, 0.2, 0.25, 0.3]) for s in range(2)]
+    runs += [_run("papa@0.001", s, [0.1, 0.4, 0.1, 0.0]) for s in range(2)]
+    summary = summarise(runs, ["ours", "papa@0.0001", "papa@0.001"])["blue"]
+    assert summary["papa_best"] == "papa@0.0001" and summary["papa_final_share"] == 0.3 and summary["papa_budget"] == 30
+    assert summary["ours_actions_to_papa_final"] == 10  # ours' mean share at 10 actions is 0.35
+    assert summary["papa_peak_share"] == 0.4 and summary["ours_actions_to_papa_peak"] == 20
+    assert summary["ours"]["n_seeds"] == 2 and summary["ours"]["share"]["hi"][-1] <= 1.0
