@@ -142,7 +142,11 @@ def _run_job(job: tuple) -> dict:
 
 def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = None, budget: int = 30, papa_budget: int = 60,
         per_round: int = 10, papa_per_round: int = 10, candidates: int = 24, eval_samples: int = 64, workers: int = 1) -> dict:
-    """Run every (user, method, seed) not yet in ``align_runs.jsonl``, then summarise, plot and print."""
+    """Run every (user, method, seed) not yet in ``align_runs.jsonl``, then summarise, plot and print.
+
+    The summary covers every run of ``methods`` in ``align_runs.jsonl`` (all users and seeds there, each
+    method's seed count reported), so running one more user adds to ``align.json`` instead of replacing it.
+    """
     out.mkdir(parents=True, exist_ok=True)
     methods = methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS]
     runs_path = out / "align_runs.jsonl"
@@ -168,8 +172,8 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
                   f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
         if pool:
             pool.shutdown()
-    summary = summarise([r for r in runs.values() if r["user"] in users and r["method"] in methods and r["seed"] < seeds], methods)
-    report = {"benchmark": "align", "users": users, "seeds": list(range(seeds)), "methods": methods, **settings,
+    summary = summarise([r for r in runs.values() if r["method"] in methods], methods)
+    report = {"benchmark": "align", "users": list(summary), "ran_now": {"users": users, "seeds": list(range(seeds))}, "methods": methods, **settings,
               "environment": environment(), "wall_seconds": time.perf_counter() - started, "summary": summary}
     write_json(out / "align.json", report)
     plot(summary, out / "align.png")
