@@ -263,6 +263,31 @@ def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
     assert again.steps == config.steps and again.changed
 
 
+@pytest.mark.parametrize("tolerance, kept", [(1e9, "last check"), (0.0, "start")])
+def test_reported_reward_after_is_the_reward_of_the_adapter_kept(tolerance, kept):
+    """Early stopping keeps either the last adapter (its reward is within noise of the best) or restores the
+    best one; the report must give the reward of the one kept. A reward that falls at every check makes the
+    two differ."""
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    checks = []
+
+    def falling_reward(ims):
+        value = -float(len(checks)) + 0.01 * ims.mean(axis=(1, 2, 3))
+        if len(ims) == 3:  # an early-stopping check (eval_samples), not the distillation pool
+            checks.append(float(value.mean()))
+        return value
+
+    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=3, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0, tolerance=tolerance, patience=1)
+    report = LoraUpdater(pipe, config, reward_fn=falling_reward, prompts=["a"]).update(
+        [PreferencePair(images[0], images[1], "a", "a")])
+    assert report.reward_before == pytest.approx(checks[0])
+    assert report.reward_after == pytest.approx(checks[-1] if kept == "last check" else checks[0])
+    assert (report.stopped is None) == (kept == "last check")
+
+
 @pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])
 def test_updates_run_on_sd_and_sdxl_pipelines(factory):
     pipe = factory()

@@ -404,7 +404,7 @@ class LoraUpdater:
         gen = torch.Generator().manual_seed(seed)
         checked = self._mean_reward(seed + 1) if c.early_stopping else None
         best = None if checked is None else (checked[0], adapter_state(self.unet))
-        report.reward_before = None if checked is None else checked[0]
+        report.reward_before = report.reward_after = None if checked is None else checked[0]
         good_state, worse_checks = adapter_state(self.unet), 0
         self.unet.train()
         for step in tqdm(range(1, c.steps + 1), desc="LoRA update", disable=not self.progress, leave=False):
@@ -432,22 +432,23 @@ class LoraUpdater:
             if step % c.eval_every == 0 or step == c.steps:
                 drift = self.drift.measure()
                 if drift > c.drift_cap:
-                    load_adapter_state(self.unet, good_state)
+                    load_adapter_state(self.unet, good_state)  # its reward is already in report.reward_after
                     report.stopped = f"drift {drift:.3f} passed the cap {c.drift_cap}; restored the adapter from before it"
                     break
                 good_state = adapter_state(self.unet)
                 if best is not None:
                     reward, stderr = self._mean_reward(seed + 1)
+                    report.reward_after = reward
                     if reward > best[0]:
                         best, worse_checks = (reward, good_state), 0
                     elif reward < best[0] - c.tolerance * stderr:
                         worse_checks += 1
                     if worse_checks >= c.patience or (step == c.steps and reward < best[0] - c.tolerance * stderr):
                         load_adapter_state(self.unet, best[1])
+                        report.reward_after = best[0]
                         report.stopped = "reward of fresh samples stopped improving; kept the best adapter"
                         break
         self.unet.eval()
-        report.reward_after = None if best is None else best[0]
         report.drift = self.drift.measure()
         report.seconds = time.perf_counter() - start
         return report
