@@ -237,7 +237,8 @@ class Cancelled(Exception):
 @pytest.mark.parametrize("cancel_at", ["pool sampling", "optimizer step 2"])
 def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
     """ComfyUI's Cancel must reach the update while it samples (minutes on a CPU), not only between steps,
-    and a cancelled update must leave the adapter as it was, so the pipeline still matches its version."""
+    and a cancelled update must leave the adapter as it was, so the pipeline still matches its version.
+    The progress bar moves through the pool's denoising steps, then through the optimiser steps."""
     pipe = tiny_sd()
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
@@ -247,17 +248,17 @@ def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
     pair = PreferencePair(images[0], images[1], "a castle", "a castle")
     updater.update([pair])  # a trained adapter to put back
     before = adapter_state(pipe.unet)
-    steps_done, checks = [], []
+    progress = []  # (done, total) as a host's progress bar sees them
 
     def check():
-        checks.append(len(steps_done))
-        if cancel_at == "pool sampling" or len(steps_done) == 2:
+        if progress[-1] == ((1, 6) if cancel_at == "pool sampling" else (2, config.steps)):
             raise Cancelled()
 
-    updater.config = dataclasses.replace(config, distill_samples=6)  # a new pool: sampled inside this update
+    updater.config = dataclasses.replace(config, distill_samples=6, sample_batch_size=2)  # a new pool: 3 batches x 2 steps
     with pytest.raises(Cancelled):
-        updater.update([pair], on_step=lambda step, total: steps_done.append(step), check=check)
-    assert steps_done == ([] if cancel_at == "pool sampling" else [1, 2])
+        updater.update([pair], on_step=lambda done, total: progress.append((done, total)), check=check)
+    pool = [(i, 6) for i in range(1, 7)]
+    assert progress == (pool[:1] if cancel_at == "pool sampling" else pool + [(1, 4), (2, 4)])
     assert all(torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
     again = updater.update([pair])
     assert again.steps == config.steps and again.changed

@@ -60,11 +60,18 @@ def _release_inference_tensors(module: torch.nn.Module) -> None:
                 sub._buffers[name] = buffer.clone()
 
 
-def _cancel_callback(check: Callable[[], None]) -> Callable:
-    """A diffusers ``callback_on_step_end`` that runs the host's cancel check after every denoising step."""
+def _step_callback(check: Callable[[], None] | None, on_step: Callable[[int, int], None] | None, total: int) -> Callable:
+    """A diffusers ``callback_on_step_end`` that runs the host's cancel check after every denoising step and,
+    when given ``on_step``, counts ``total`` denoising steps (over all batches of one sampling) for its progress bar."""
+    done = 0
 
     def callback(pipe, step: int, timestep, tensors: dict) -> dict:
-        check()
+        nonlocal done
+        done = min(done + 1, total)
+        if on_step is not None:
+            on_step(done, total)
+        if check is not None:
+            check()
         return tensors
 
     return callback
@@ -210,6 +217,7 @@ class LoraUpdater:
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
         self._check: Callable[[], None] | None = None  # the host's cancel check while an update runs
+        self._on_step: Callable[[int, int], None] | None = None  # the host's progress bar while an update runs
         self.progress = False
         self.image_size: tuple[int, int] | None = None  # latent pipelines sample at the size the user judged
 
@@ -222,16 +230,19 @@ class LoraUpdater:
     def min_timestep(self) -> int:
         return self.config.epapa_min_timestep if self.config.method == "epapa" else 0
 
-    def _sample_images(self, prompts: list[str], seed: int) -> np.ndarray:
+    def _sample_images(self, prompts: list[str], seed: int, show_progress: bool = False) -> np.ndarray:
         """Images for ``prompts``, in batches of ``sample_batch_size`` (large batches are slower per image
-        on a CPU and do not fit a GPU at Stable Diffusion sizes)."""
+        on a CPU and do not fit a GPU at Stable Diffusion sizes). ``show_progress`` drives the host's
+        progress bar with the denoising steps (for the distillation pool: minutes for SD on a CPU)."""
         generator = torch.Generator().manual_seed(seed)
         was_training = self.unet.training
         self.unet.eval()
         size = self.config.sample_batch_size
         extra = {"height": self.image_size[0], "width": self.image_size[1]} if self.denoiser.latent and self.image_size else {}
-        if self._check is not None:  # cancel between denoising steps: a Stable Diffusion pool takes minutes on a CPU
-            extra["callback_on_step_end"] = _cancel_callback(self._check)
+        on_step = self._on_step if show_progress else None
+        if self._check is not None or on_step is not None:  # cancel between denoising steps, not only between updates
+            total = -(-len(prompts) // size) * self.config.num_inference_steps
+            extra["callback_on_step_end"] = _step_callback(self._check, on_step, total)
         try:
             chunks = [
                 self.pipe(prompt=prompts[i:i + size], generator=generator, num_inference_steps=self.config.num_inference_steps,
@@ -274,7 +285,7 @@ class LoraUpdater:
         if key not in _BASE_POOLS:
             prompts = [self.prompts[i % len(self.prompts)] for i in range(self.config.distill_samples)]
             with adapters_disabled(self.unet):
-                images = self._sample_images(prompts, BASE_POOL_SEED)
+                images = self._sample_images(prompts, BASE_POOL_SEED, show_progress=True)
             _BASE_POOLS.clear()  # one pool at a time: they are large
             _BASE_POOLS[key] = (images, prompts)
         return _BASE_POOLS[key]
@@ -355,7 +366,9 @@ class LoraUpdater:
                on_step: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None) -> UpdateReport:
         """One update of the adapter from these answers (typically all answers so far).
 
-        ``on_step(step, total)`` is called after every optimiser step (a host's progress bar).
+        ``on_step(done, total)`` drives a host's progress bar: after every denoising step while a new
+        distillation pool is sampled (``total`` = its denoising steps), then after every optimiser step
+        (``total`` = ``steps``).
         ``check()`` is called after every optimiser step and every denoising step of the sampling
         inside the update; it cancels the update by raising (ComfyUI's interrupt), and the adapter is
         then put back as it was before the update, so the pipeline still matches its version.
@@ -363,7 +376,7 @@ class LoraUpdater:
         _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
         self._ensure_adapter()
         before = adapter_state(self.unet)
-        self._check = check
+        self._check, self._on_step = check, on_step
         try:
             return self._update(pairs, ratings, on_step)
         except BaseException:
@@ -371,7 +384,7 @@ class LoraUpdater:
             self.unet.eval()
             raise
         finally:
-            self._check = None
+            self._check = self._on_step = None
 
     def _update(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating],
                 on_step: Callable[[int, int], None] | None) -> UpdateReport:
