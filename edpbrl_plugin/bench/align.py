@@ -226,8 +226,8 @@ def plot(summary: dict, path: Path) -> None:
                 continue
             share = data["share"]
             style = {"lw": 2.4, "color": "black"} if method == "ours" else {"lw": 1.2}
-            ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, **style)
-            ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=style.get("color"))
+            line, = ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, **style)
+            ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=line.get_color())
         ax.set_title(user)
         ax.set_xlabel("human actions")
         ax.set_ylabel("share preferred")
