@@ -378,7 +378,7 @@ class LoraUpdater:
         before = adapter_state(self.unet)
         self._check, self._on_step = check, on_step
         try:
-            return self._update(pairs, ratings, on_step)
+            return self._update(pairs, ratings)
         except BaseException:
             load_adapter_state(self.unet, before)
             self.unet.eval()
@@ -386,8 +386,7 @@ class LoraUpdater:
         finally:
             self._check = self._on_step = None
 
-    def _update(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating],
-                on_step: Callable[[int, int], None] | None) -> UpdateReport:
+    def _update(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating]) -> UpdateReport:
         start = time.perf_counter()
         c = self.config
         self._round += 1
@@ -438,8 +437,8 @@ class LoraUpdater:
             optimizer.step()
             report.steps = step
             report.losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(step, c.steps)
+            if self._on_step is not None:
+                self._on_step(step, c.steps)
             if self._check is not None:
                 self._check()
             if step % c.eval_every == 0 or step == c.steps:
