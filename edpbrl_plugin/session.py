@@ -7,6 +7,7 @@ all drive this one class, so a simulated user and a person answer through the sa
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -24,6 +25,12 @@ from .imaging import to_uint8
 from .metrics import StopSignal, stop_signal
 from .store import PreferenceStore, QueryRecord, StoreError, choices_to_answers
 from .strategies import DEFAULT_STRATEGY, Query, make_strategy
+
+
+#: The share of each round's candidates the loops (demo, ``edpbrl bench align``) sample from the base model:
+#: with a mistake-prone teacher, every candidate from the tuned model kept a wrong first update in place
+#: (no sample showed the liked attribute again); half from the base model let later answers correct it.
+BASE_SHARE = 0.5
 
 
 def _mentions(prompt: str, phrase: str) -> bool:
@@ -100,29 +107,43 @@ class PersonalizationSession:
 
     def sample_candidates(self, pipe, n: int, prompts: Sequence[str] = ("",), seed: int = 0,
                           num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                          on_step: Callable[[int, int], None] | None = None) -> tuple[Candidates, np.ndarray]:
+                          on_step: Callable[[int, int], None] | None = None, base_share: float = 0.0) -> tuple[Candidates, np.ndarray]:
         """Sample ``n`` images with ``pipe`` (prompts cycled, seeds ``seed .. seed+n-1``) and store them.
 
-        ``on_step(step, total)`` reports denoising progress (a host's progress bar).
+        ``base_share``: the fraction of the batch (the first seeds) sampled with the preference adapters
+        off, i.e. from the base model. Questions then keep covering what the base model makes, so a
+        wrong early update (one that lost a liked attribute) can still be seen and corrected; questions
+        on the tuned model's samples alone cannot show what it no longer makes.
+        ``on_step(step, total)`` reports denoising progress over the whole batch (a host's progress bar).
         """
         import torch
 
+        from .personalize.adapters import adapters_disabled
+
         if n < 1:
             raise ValueError("n must be >= 1")
+        if not 0.0 <= base_share <= 1.0:
+            raise ValueError(f"base_share must be a fraction in [0, 1], got {base_share}")
         prompts = list(prompts) or [""]
         chosen = [prompts[i % len(prompts)] for i in range(n)]
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+        n_base = round(n * base_share)
         kwargs = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale)) if v is not None}
-        callback = {}
-        if on_step is not None:
-            def report(pipeline, step, timestep, tensors):
-                on_step(step + 1, len(pipeline.scheduler.timesteps))
-                return tensors
+        parts = [(lo, hi) for lo, hi in ((0, n_base), (n_base, n)) if hi > lo]
+        chunks = []
+        for part, (lo, hi) in enumerate(parts):
+            callback = {}
+            if on_step is not None:
+                def report(pipeline, step, timestep, tensors, offset=part):
+                    steps = len(pipeline.scheduler.timesteps)
+                    on_step(offset * steps + step + 1, len(parts) * steps)
+                    return tensors
 
-            callback = {"callback_on_step_end": report}
-        images = np.asarray(pipe(prompt=chosen, generator=generators, output_type="np", **kwargs, **callback).images,
-                            dtype=np.float32)
-        generator = {"pipeline": type(pipe).__name__, "seed": seed, **kwargs}
+                callback = {"callback_on_step_end": report}
+            generators = [torch.Generator().manual_seed(seed + i) for i in range(lo, hi)]
+            with adapters_disabled(pipe.unet) if lo < n_base else contextlib.nullcontext():
+                chunks.append(pipe(prompt=chosen[lo:hi], generator=generators, output_type="np", **kwargs, **callback).images)
+        images = np.concatenate([np.asarray(c, dtype=np.float32) for c in chunks])
+        generator = {"pipeline": type(pipe).__name__, "seed": seed, **kwargs, **({"base_share": base_share} if n_base else {})}
         return self.add_candidates(images, chosen, list(range(seed, seed + n)), generator), images
 
     def latest_candidates(self) -> list[int]:

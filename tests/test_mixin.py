@@ -68,6 +68,33 @@ def test_full_loop_on_a_tiny_pipeline_then_save_resume_and_load(tmp_path, factor
     assert not torch.allclose(tuned, base, atol=1e-3)
 
 
+def test_base_share_samples_the_first_candidates_with_the_adapter_off(tmp_path):
+    """Questions keep showing what the base model makes: with base_share=0.5 the first half of the batch is
+    exactly the base model's samples at those seeds and the rest the tuned model's; the store records both."""
+    from edpbrl_plugin.personalize.adapters import add_adapter
+
+    pipe = personalize(tiny_sd())
+    pipe.set_progress_bar_config(disable=True)
+    session = pipe.start_personalization(tmp_path / "p.db", "s4", prompts=["x"], update_config=FAST)
+    settings = {"num_inference_steps": 2, "guidance_scale": 1.0}
+    base = session.sample_candidates(pipe, 4, ["x"], seed=5, **settings)[1]
+    add_adapter(pipe.unet, rank=4, alpha=4.0)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    tuned = session.sample_candidates(pipe, 4, ["x"], seed=5, **settings)[1]
+    steps = []
+    candidates, mixed = session.sample_candidates(pipe, 4, ["x"], seed=5, base_share=0.5, on_step=lambda *a: steps.append(a), **settings)
+    np.testing.assert_allclose(mixed[:2], base[:2], atol=1e-5)
+    np.testing.assert_allclose(mixed[2:], tuned[2:], atol=1e-5)
+    assert np.abs(tuned - base).max() > 1e-2
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one progress bar over both halves
+    assert candidates.seeds == [5, 6, 7, 8]
+    with pytest.raises(ValueError, match="base_share must be a fraction"):
+        session.sample_candidates(pipe, 4, ["x"], base_share=1.5)
+
+
 def test_like_dislike_and_skip_answers_flow_into_the_update(tmp_path):
     pipe = personalize(tiny_sd())
     pipe.set_progress_bar_config(disable=True)

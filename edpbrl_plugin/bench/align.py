@@ -2,9 +2,13 @@
 
 Simulated users with hidden attribute tastes judge what they see (encoder + pixels). Methods:
 
-* ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates) -> reward model
-  -> the default update (DPO on the answers + learned-reward distillation, early stopping, drift cap);
-* ``random``: random pairs + the same updates;
+* ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates, half of them from
+  the base model: ``session.BASE_SHARE``) -> reward model -> the default update (DPO on the
+  answers + learned-reward distillation from the base model each time, early stopping, drift cap);
+* ``random``: random pairs on the same candidates + the same updates;
+* ``ours-v1`` / ``random-v1`` (recorded runs only): the earlier loop, whose updates went on from the
+  previous adapter and whose candidates all came from the tuned model. Kept in ``align_runs.jsonl``
+  because it shows how noisy teachers broke it;
 * ``papa@<lr>``: the PAPA loop: like/dislike on every sample shown, their signed ELBO-weighted loss with
   the base pull, learning rate from a small grid (every grid point is run and reported).
 
@@ -29,7 +33,7 @@ from ..embedded.weights import load_pipeline
 from ..features import EmbeddedEncoder
 from ..imaging import save_grid
 from ..personalize.updater import LoraUpdater, Rating, UpdateConfig
-from ..session import PersonalizationSession
+from ..session import BASE_SHARE, PersonalizationSession
 from .common import environment, mean_ci, write_json
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
@@ -69,7 +73,7 @@ class Bench:
 
 
 def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", config: UpdateConfig | None = None) -> dict:
+             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = BASE_SHARE) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +85,8 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
         actions, round_ = 0, 0
         while actions < budget:
             round_ += 1
-            batch = session.sample_candidates(pipe, candidates, [bench.prompt], seed=seed * 1_000_003 + round_ * candidates)[0]
+            batch = session.sample_candidates(pipe, candidates, [bench.prompt], seed=seed * 1_000_003 + round_ * candidates,
+                                             base_share=base_share)[0]
             n = min(per_round, budget - actions)
             for query in session.next_queries(k=2, batch=n, candidate_ids=batch.ids, strategy=strategy, seed=seed + round_):
                 options = np.stack([session.store.load_image(c) for c in session.store.candidates("bench", query.candidates)])
@@ -89,7 +94,7 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
                 actions += 1
             report, _ = session.update_lora(pipe, config, [bench.prompt])
             updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
-                            "stopped": report.stopped})
+                            "stopped": report.stopped, "restarted": report.restarted})
             point, images = bench.evaluate(pipe, user, updater)
             curve.append({"actions": actions, **point, "drift": report.drift})
     return {"curve": curve, "updates": updates, "before": first_images, "after": images}
@@ -98,7 +103,8 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
 def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, learning_rate: float) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
-    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
+    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"),
+                          warm_start=True)  # PAPA's loop: one adapter trained on and on
     updater = LoraUpdater(pipe, config, prompts=[bench.prompt])
     point, images = bench.evaluate_base(pipe, user)
     curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images

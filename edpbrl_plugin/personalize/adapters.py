@@ -61,9 +61,29 @@ def trainable_parameters(unet, name: str = ADAPTER_NAME) -> list[torch.nn.Parame
     return params
 
 
+def restart_adapter(unet, name: str = ADAPTER_NAME) -> None:
+    """Zero every ``lora_B`` of the adapter: it then adds nothing (the base model), as a freshly added
+    adapter does, while ``lora_A`` keeps a non-zero projection so gradients reach ``lora_B``."""
+    with torch.no_grad():
+        for param_name, param in unet.named_parameters():
+            if "lora_B" in param_name and f".{name}." in param_name:
+                param.zero_()
+
+
+def adds_nothing(unet, name: str = ADAPTER_NAME) -> bool:
+    """Whether the adapter is still at its start (every ``lora_B`` zero): the model is then the base model."""
+    return all(not bool(p.any()) for n, p in unet.named_parameters() if "lora_B" in n and f".{name}." in n)
+
+
 @contextlib.contextmanager
 def adapters_disabled(unet):
-    """The base model (reference) inside the block, with no second copy of the UNet."""
+    """The base model (reference) inside the block, with no second copy of the UNet.
+
+    A UNet without any PEFT adapter is already the base model: the block then changes nothing.
+    """
+    if not getattr(unet, "_hf_peft_config_loaded", False):
+        yield
+        return
     unet.disable_adapters()
     try:
         yield
