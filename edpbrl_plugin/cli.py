@@ -31,7 +31,7 @@ def _add_bench(sub) -> None:
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument("--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")))
-    align.add_argument("--methods", default=None, help="comma list of ours, random, papa@<lr> (default: all, PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
+    align.add_argument("--methods", default=None, help="comma list of ours, random, ours-fresh, papa@<lr> (default: all, PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
     align.add_argument("--seeds", type=int, default=5)
     align.add_argument("--workers", type=int, default=2)
     align.add_argument("--out", default="bench_results")

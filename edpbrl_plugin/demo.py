@@ -21,7 +21,7 @@ from .embedded.weights import load_pipeline
 from .features import EmbeddedEncoder
 from .imaging import grid, save_grid
 from .personalize.updater import UpdateConfig
-from .session import BASE_SHARE, PersonalizationSession
+from .session import PersonalizationSession
 
 EVAL_SEED = 10_000
 HELDOUT_SEED = 20_000
@@ -103,8 +103,7 @@ def run_demo(
     updates = []
     for round_ in range(rounds):
         t = time.perf_counter()
-        session.sample_candidates(pipe, candidates_per_round, [prompt], seed=seed * 100_000 + round_ * candidates_per_round,
-                                  base_share=BASE_SHARE)
+        session.sample_candidates(pipe, candidates_per_round, [prompt], seed=seed * 100_000 + round_ * candidates_per_round)
         timings["sample"] += time.perf_counter() - t
         t = time.perf_counter()
         queries = session.next_queries(k=2, batch=questions_per_round, seed=seed + round_)

@@ -27,12 +27,6 @@ from .store import PreferenceStore, QueryRecord, StoreError, choices_to_answers
 from .strategies import DEFAULT_STRATEGY, Query, make_strategy
 
 
-#: The share of each round's candidates the loops (demo, ``edpbrl bench align``) sample from the base model:
-#: with a mistake-prone teacher, every candidate from the tuned model kept a wrong first update in place
-#: (no sample showed the liked attribute again); half from the base model let later answers correct it.
-BASE_SHARE = 0.5
-
-
 def _mentions(prompt: str, phrase: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", prompt) is not None
 

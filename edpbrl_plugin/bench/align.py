@@ -2,13 +2,12 @@
 
 Simulated users with hidden attribute tastes judge what they see (encoder + pixels). Methods:
 
-* ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates, half of them from
-  the base model: ``session.BASE_SHARE``) -> reward model -> the default update (DPO on the
-  answers + learned-reward distillation from the base model each time, early stopping, drift cap);
-* ``random``: random pairs on the same candidates + the same updates;
-* ``ours-v1`` / ``random-v1`` (recorded runs only): the earlier loop, whose updates went on from the
-  previous adapter and whose candidates all came from the tuned model. Kept in ``align_runs.jsonl``
-  because it shows how noisy teachers broke it;
+* ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates) -> reward model
+  -> the default update (DPO on the answers + learned-reward distillation, early stopping, drift cap);
+* ``random``: random pairs + the same updates;
+* ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``BASE_SHARE``) and
+  every update started again from the base model (``warm_start=False``), so a first update fitted on
+  few noisy answers is neither where later updates start nor all that later questions can show;
 * ``papa@<lr>``: the PAPA loop: like/dislike on every sample shown, their signed ELBO-weighted loss with
   the base pull, learning rate from a small grid (every grid point is run and reported).
 
@@ -33,7 +32,7 @@ from ..embedded.weights import load_pipeline
 from ..features import EmbeddedEncoder
 from ..imaging import save_grid
 from ..personalize.updater import LoraUpdater, Rating, UpdateConfig
-from ..session import BASE_SHARE, PersonalizationSession
+from ..session import PersonalizationSession
 from .common import environment, mean_ci, write_json
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
@@ -43,6 +42,7 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 #: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
+BASE_SHARE = 0.5  # ours-fresh: the share of candidates sampled from the base model
 
 
 class Bench:
@@ -73,7 +73,7 @@ class Bench:
 
 
 def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = BASE_SHARE) -> dict:
+             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +94,7 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
                 actions += 1
             report, _ = session.update_lora(pipe, config, [bench.prompt])
             updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
-                            "stopped": report.stopped, "restarted": report.restarted})
+                            "stopped": report.stopped})
             point, images = bench.evaluate(pipe, user, updater)
             curve.append({"actions": actions, **point, "drift": report.drift})
     return {"curve": curve, "updates": updates, "before": first_images, "after": images}
@@ -103,8 +103,7 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
 def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, learning_rate: float) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
-    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"),
-                          warm_start=True)  # PAPA's loop: one adapter trained on and on
+    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
     updater = LoraUpdater(pipe, config, prompts=[bench.prompt])
     point, images = bench.evaluate_base(pipe, user)
     curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
@@ -136,9 +135,11 @@ def _run_job(job: tuple) -> dict:
     if _BENCH is None:
         _BENCH = Bench(eval_samples=settings["eval_samples"])
     start = time.perf_counter()
-    if method in ("ours", "random"):
+    if method in ("ours", "random", "ours-fresh"):
+        fresh = method == "ours-fresh"
         result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
-                          strategy="d_optimal" if method == "ours" else "random")
+                          strategy="random" if method == "random" else "d_optimal",
+                          config=UpdateConfig(seed=seed, warm_start=not fresh), base_share=BASE_SHARE if fresh else 0.0)
     else:
         result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
     return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],

@@ -70,11 +70,6 @@ def restart_adapter(unet, name: str = ADAPTER_NAME) -> None:
                 param.zero_()
 
 
-def adds_nothing(unet, name: str = ADAPTER_NAME) -> bool:
-    """Whether the adapter is still at its start (every ``lora_B`` zero): the model is then the base model."""
-    return all(not bool(p.any()) for n, p in unet.named_parameters() if "lora_B" in n and f".{name}." in n)
-
-
 @contextlib.contextmanager
 def adapters_disabled(unet):
     """The base model (reference) inside the block, with no second copy of the UNet.

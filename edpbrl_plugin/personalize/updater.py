@@ -10,9 +10,8 @@ Methods (``UpdateConfig.method``):
 * ``"epapa"``: PAPA trained and used only at forward timesteps t >= ``epapa_min_timestep``.
 * ``"distill"``: reward distillation only.
 
-Every update keeps the base model as the reference (adapter off), starts again from the base model
-when the latest reward prefers it to the current adapter (an earlier update, fitted on fewer answers,
-went wrong), stops early when the reward of fresh samples stops improving, restores the last good adapter on a NaN loss, and measures drift
+Every update keeps the base model as the reference (adapter off), stops early when the reward of
+fresh samples stops improving, restores the last good adapter on a NaN loss, and measures drift
 from the base at each check, stopping (and restoring) when it passes ``drift_cap``.
 """
 
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adapters import ADAPTER_NAME, TimestepGate, adds_nothing, restart_adapter, adapter_state, adapters_disabled, add_adapter, has_adapter, load_adapter_state, trainable_parameters
+from .adapters import (ADAPTER_NAME, TimestepGate, adapter_state, adapters_disabled, add_adapter, has_adapter, load_adapter_state,
+                       restart_adapter, trainable_parameters)
 from .denoiser import Denoiser, concat_conditions, repeat_condition
 from .drift import DriftMonitor
 from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
@@ -123,6 +123,9 @@ class UpdateConfig:
     distill_source: str = "base"  # "base": a cached pool of base-model samples; "current": fresh samples each update
     distill_temperature: float = 0.5  # τ as a fraction of the rewards' standard deviation
     distill_weight: float = 1.0
+    # False: each update starts again from the base model (every lora_B zeroed) and fits all answers so far, so
+    # an early update fitted on few, noisy answers is not where later ones start (``edpbrl bench align``'s ours-fresh)
+    warm_start: bool = True
     papa_c_pref: float = 0.1
     papa_c_base: float = 0.009
     unlikelihood_cap: float = 2.0
@@ -174,7 +177,6 @@ class UpdateReport:
     n_pairs: int = 0
     n_ratings: int = 0
     distill_ess: float | None = None  # effective number of pool samples the distillation trains on
-    restarted: bool = False  # the latest reward preferred the base model to the adapter, so training started from the base
     seconds: float = 0.0
 
     @property
@@ -188,10 +190,9 @@ class UpdateReport:
         if self.reward_before is not None and self.reward_after is not None:
             reward = f", reward of fresh samples {self.reward_before:.3f} -> {self.reward_after:.3f}"
         stop = f" (stopped: {self.stopped})" if self.stopped else ""
-        restart = ", restarted from the base model (the reward now prefers it to the last adapter)" if self.restarted else ""
         pool = f", distilled from ~{self.distill_ess:.0f} pool samples" if self.distill_ess is not None else ""
         return (f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
-                f"drift {self.drift:.4f}{restart}{stop}")
+                f"drift {self.drift:.4f}{stop}")
 
 
 class LoraUpdater:
@@ -265,15 +266,11 @@ class LoraUpdater:
                 return self._sample_images(chosen, seed), chosen
         return self._sample_images(chosen, seed), chosen
 
-    def _mean_reward(self, seed: int, base: bool = False) -> tuple[float, float] | None:
-        """Mean learned reward of fresh samples at fixed seeds (of the base model with ``base``), and its standard error."""
+    def _mean_reward(self, seed: int) -> tuple[float, float] | None:
+        """Mean learned reward of fresh samples at fixed seeds, and its standard error."""
         if self.reward_fn is None:
             return None
-        if base:
-            with adapters_disabled(self.unet):
-                images = self._sample_images([self.prompts[i % len(self.prompts)] for i in range(self.config.eval_samples)], seed)
-        else:
-            images, _ = self.sample(self.config.eval_samples, seed)
+        images, _ = self.sample(self.config.eval_samples, seed)
         rewards = np.asarray(self.reward_fn(images), dtype=np.float64)
         return float(rewards.mean()), float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
 
@@ -409,6 +406,8 @@ class LoraUpdater:
             report.stopped = "distillation needs a reward model"
             return report
         self.unet.set_adapter(ADAPTER_NAME)
+        if not c.warm_start:
+            restart_adapter(self.unet)
         judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
         if judged is not None:
             self.image_size = tuple(np.shape(judged)[:2])
@@ -422,11 +421,6 @@ class LoraUpdater:
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(seed)
         checked = self._mean_reward(seed + 1) if c.early_stopping else None
-        if checked is not None and not adds_nothing(self.unet):
-            base = self._mean_reward(seed + 1, base=True)
-            if base[0] > checked[0]:  # the latest reward prefers the base model: an earlier update went wrong
-                restart_adapter(self.unet)
-                checked, report.restarted = base, True
         best = None if checked is None else (checked[0], adapter_state(self.unet))
         report.reward_before = report.reward_after = None if checked is None else checked[0]
         good_state, worse_checks = adapter_state(self.unet), 0
