@@ -226,20 +226,23 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     users = list(summary)
+    methods = list(dict.fromkeys(m for u in users for m, v in summary[u].items() if isinstance(v, dict)))
+    colors = {m: "black" if m == "ours" else f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(users), figsize=(4.2 * len(users), 3.4), squeeze=False)
     for ax, user in zip(axes[0], users):
         for method, data in summary[user].items():
             if not isinstance(data, dict):
                 continue
             share = data["share"]
-            style = {"lw": 2.4, "color": "black"} if method == "ours" else {"lw": 1.2}
-            line, = ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, **style)
-            ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=line.get_color())
+            ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, color=colors[method],
+                    lw=2.4 if method == "ours" else 1.2)
+            ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=colors[method])
         ax.set_title(user)
         ax.set_xlabel("human actions")
         ax.set_ylabel("share preferred")
         ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=7)
+    handles = {line.get_label(): line for ax in axes[0] for line in ax.get_lines()}
+    axes[0][0].legend([handles[m] for m in methods], methods, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
