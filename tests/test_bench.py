@@ -1,6 +1,7 @@
 """Benchmark bookkeeping: the summaries the README's tables are copied from."""
 
 import numpy as np
+import pytest
 
 from edpbrl_plugin.bench.align import summarise
 from edpbrl_plugin.bench.common import mean_ci
@@ -26,3 +27,14 @@ def test_summary_picks_papas_best_rate_and_the_actions_ours_needs_to_match_it():
     assert summary["ours_actions_to_papa_final"] == 10  # ours' mean share at 10 actions is 0.35
     assert summary["papa_peak_share"] == 0.4 and summary["ours_actions_to_papa_peak"] == 20
     assert summary["ours"]["n_seeds"] == 2 and summary["ours"]["share"]["hi"][-1] <= 1.0
+
+
+def test_an_unknown_align_method_or_user_is_refused_before_anything_runs(tmp_path):
+    from edpbrl_plugin.bench.align import run
+
+    for bad in ("papa", "papa@fast", "oursfresh", "papa@-1", "papa@0", "papa@nan"):
+        with pytest.raises(ValueError, match="unknown align method"):
+            run(tmp_path, users=["blue"], seeds=1, methods=["ours", bad])
+    assert not (tmp_path / "align_runs.jsonl").exists()
+    with pytest.raises(ValueError, match="unknown simulated user"):
+        run(tmp_path, users=["blue", "likes-red"], seeds=1, methods=["ours"])

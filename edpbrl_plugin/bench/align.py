@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..embedded.judge import AttributeJudge, make_user
+from ..embedded.judge import USER_PRESETS, AttributeJudge, make_user
 from ..embedded.weights import load_pipeline
 from ..features import EmbeddedEncoder
 from ..imaging import save_grid
@@ -149,13 +149,15 @@ def _run_job(job: tuple) -> dict:
 
 def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = None, budget: int = 30, papa_budget: int = 60,
         per_round: int = 10, papa_per_round: int = 10, candidates: int = 24, eval_samples: int = 64, workers: int = 1) -> dict:
-    """Run every (user, method, seed) not yet in ``align_runs.jsonl``, then summarise, plot and print.
+    """Run every (user, method, seed) of ``methods`` not yet in ``align_runs.jsonl``, then summarise, plot and print.
 
-    The summary covers every run of ``methods`` in ``align_runs.jsonl`` (all users and seeds there, each
-    method's seed count reported), so running one more user adds to ``align.json`` instead of replacing it.
+    The summary covers every run in ``align_runs.jsonl`` (all users, methods and seeds there, each method's
+    seed count reported), so running one more user or seed adds to ``align.json`` instead of replacing it.
     """
+    methods = sorted(methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS], key=_method_order)
+    if unknown := [u for u in users if u not in USER_PRESETS]:
+        raise ValueError(f"unknown simulated user(s) {unknown}; choose from {sorted(USER_PRESETS)}")
     out.mkdir(parents=True, exist_ok=True)
-    methods = methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS]
     runs_path = out / "align_runs.jsonl"
     runs = {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()} if runs_path.exists() else {}
     settings = {"budget": budget, "papa_budget": papa_budget, "per_round": per_round, "papa_per_round": papa_per_round,
@@ -179,13 +181,27 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
                   f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
         if pool:
             pool.shutdown()
-    summary = summarise([r for r in runs.values() if r["method"] in methods], methods)
-    report = {"benchmark": "align", "users": list(summary), "ran_now": {"users": users, "seeds": list(range(seeds))}, "methods": methods, **settings,
+    summarised = sorted({r["method"] for r in runs.values()}, key=_method_order)
+    summary = summarise(list(runs.values()), summarised)
+    report = {"benchmark": "align", "users": list(summary), "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods},
+              "methods": summarised, **settings,
               "environment": environment(), "wall_seconds": time.perf_counter() - started, "summary": summary}
     write_json(out / "align.json", report)
     plot(summary, out / "align.png")
     print(format_table(summary))
     return report
+
+
+def _method_order(method: str) -> tuple:
+    """Sort key that also checks the name: ours, random, ours-fresh, then the PAPA grid by learning rate."""
+    ours = ("ours", "random", "ours-fresh")
+    try:
+        rank, rate = (3, float(method.removeprefix("papa@"))) if method.startswith("papa@") else (ours.index(method), 0.0)
+    except ValueError:
+        rank, rate = None, 0.0
+    if rank is None or (rank == 3 and not rate > 0):
+        raise ValueError(f"unknown align method {method!r}: use {', '.join(ours)} or papa@<learning rate>, e.g. papa@3e-5")
+    return rank, rate
 
 
 def summarise(runs: list[dict], methods: list[str]) -> dict:
@@ -226,7 +242,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     users = list(summary)
-    methods = list(dict.fromkeys(m for u in users for m, v in summary[u].items() if isinstance(v, dict)))
+    methods = sorted({m for u in users for m, v in summary[u].items() if isinstance(v, dict)}, key=_method_order)
     colors = {m: "black" if m == "ours" else f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(users), figsize=(4.2 * len(users), 3.4), squeeze=False)
     for ax, user in zip(axes[0], users):
