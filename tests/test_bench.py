@@ -38,3 +38,15 @@ def test_an_unknown_align_method_or_user_is_refused_before_anything_runs(tmp_pat
     assert not (tmp_path / "align_runs.jsonl").exists()
     with pytest.raises(ValueError, match="unknown simulated user"):
         run(tmp_path, users=["blue", "likes-red"], seeds=1, methods=["ours"])
+
+
+def test_resuming_with_some_methods_keeps_every_recorded_method_in_the_summary(tmp_path):
+    import json
+
+    from edpbrl_plugin.bench.align import run
+
+    records = [_run("ours", 0, [0.1, 0.9]), _run("ours-fresh", 0, [0.1, 0.5]), _run("papa@3e-05", 0, [0.1, 0.1, 0.2])]
+    (tmp_path / "align_runs.jsonl").write_text("".join(json.dumps({**r, "key": f"blue|{r['method']}|0"}) + "\n" for r in records))
+    report = run(tmp_path, users=["blue"], seeds=0, methods=["ours"])  # nothing left to run: summarise only
+    assert report["methods"] == ["ours", "ours-fresh", "papa@3e-05"]
+    assert set(json.loads((tmp_path / "align.json").read_text())["summary"]["blue"]) >= {"ours", "ours-fresh", "papa@3e-05"}

@@ -43,6 +43,7 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
 BASE_SHARE = 0.5  # ours-fresh: the share of candidates sampled from the base model
+OURS_METHODS = ("ours", "random", "ours-fresh")  # our loop's variants; every other method is papa@<learning rate>
 
 
 class Bench:
@@ -135,7 +136,7 @@ def _run_job(job: tuple) -> dict:
     if _BENCH is None:
         _BENCH = Bench(eval_samples=settings["eval_samples"])
     start = time.perf_counter()
-    if method in ("ours", "random", "ours-fresh"):
+    if method in OURS_METHODS:
         fresh = method == "ours-fresh"
         result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
                           strategy="random" if method == "random" else "d_optimal",
@@ -194,13 +195,13 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
 
 def _method_order(method: str) -> tuple:
     """Sort key that also checks the name: ours, random, ours-fresh, then the PAPA grid by learning rate."""
-    ours = ("ours", "random", "ours-fresh")
     try:
-        rank, rate = (3, float(method.removeprefix("papa@"))) if method.startswith("papa@") else (ours.index(method), 0.0)
+        rank, rate = ((len(OURS_METHODS), float(method.removeprefix("papa@"))) if method.startswith("papa@")
+                      else (OURS_METHODS.index(method), 0.0))
     except ValueError:
         rank, rate = None, 0.0
-    if rank is None or (rank == 3 and not rate > 0):
-        raise ValueError(f"unknown align method {method!r}: use {', '.join(ours)} or papa@<learning rate>, e.g. papa@3e-5")
+    if rank is None or (rank == len(OURS_METHODS) and not rate > 0):
+        raise ValueError(f"unknown align method {method!r}: use {', '.join(OURS_METHODS)} or papa@<learning rate>, e.g. papa@3e-5")
     return rank, rate
 
 
