@@ -31,7 +31,7 @@ def _add_bench(sub) -> None:
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument("--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")))
-    align.add_argument("--methods", default=None, help="comma list of ours, random, ours-fresh, papa@<lr> (default: all, PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
+    align.add_argument("--methods", default=None, help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
     align.add_argument("--seeds", type=int, default=5)
     align.add_argument("--workers", type=int, default=2)
     align.add_argument("--out", default="bench_results")
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--rounds", type=int, default=3)
     demo.add_argument("--questions", type=int, default=10, help="questions per round")
     demo.add_argument("--candidates", type=int, default=24, help="candidates sampled per round")
+    demo.add_argument("--k", type=int, default=2, help="options per question: 2 = A/B with tie; 4 = pick the best of four "
+                      "(better when answers are often random or never 'tie')")
     demo.add_argument("--prompt", default="", help="prompt of every sample (empty: unconditional)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--generator", default=None, help="pipeline folder (default: the shipped embedded model)")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
         run_demo(args.out, user=args.user, rounds=args.rounds, questions_per_round=args.questions,
                  candidates_per_round=args.candidates, prompt=args.prompt, seed=args.seed,
-                 interactive=args.interactive, generator=args.generator)
+                 interactive=args.interactive, generator=args.generator, k=args.k)
     elif args.command == "bench":
         out = Path(args.out)
         if args.bench == "queries":

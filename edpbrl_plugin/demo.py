@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._validation import check_query_size
 from .embedded.judge import AttributeJudge, make_user
 from .embedded.weights import load_pipeline
 from .features import EmbeddedEncoder
@@ -61,7 +62,11 @@ def run_demo(
     interactive: bool = False,
     update: UpdateConfig | None = None,
     generator: str | Path | None = None,
+    k: int = 2,
 ) -> dict:
+    """Run the loop; ``k`` options per question (2: A/B with "tie"; 4: pick the best of four, which keeps
+    teachers who answer at random on equal pairs from teaching noise, see the README's alignment benchmark)."""
+    check_query_size(k, candidates_per_round)  # before minutes of loading and sampling, not after
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -106,7 +111,7 @@ def run_demo(
         session.sample_candidates(pipe, candidates_per_round, [prompt], seed=seed * 100_000 + round_ * candidates_per_round)
         timings["sample"] += time.perf_counter() - t
         t = time.perf_counter()
-        queries = session.next_queries(k=2, batch=questions_per_round, seed=seed + round_)
+        queries = session.next_queries(k=k, batch=questions_per_round, seed=seed + round_)
         timings["select"] += time.perf_counter() - t
         for query in queries:
             images = np.stack([session.store.load_image(c) for c in session.store.candidates(session_id, query.candidates)])
@@ -138,6 +143,7 @@ def run_demo(
         "session": session_id,
         "user": "interactive" if interactive else user,
         "answers": status["answers"],
+        "options_per_question": k,
         "informative_answers": status["informative_answers"],
         "learned_taste": status["taste"],
         "reward_accuracy_heldout": curve[-1]["reward_accuracy"],

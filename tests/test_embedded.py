@@ -93,3 +93,12 @@ def test_procedural_data_is_deterministic_and_labelled():
     assert a.shape == (16, 32, 32, 3) and set(labels) == set(ATTRIBUTES)
     fixed, fixed_labels = render_batch(8, seed=1, hue=5, background=1)
     assert (fixed_labels["hue"] == 5).all() and (fixed_labels["background"] == 1).all()
+
+
+def test_the_demo_refuses_a_question_size_it_cannot_ask_before_loading_anything(tmp_path):
+    from edpbrl_plugin.demo import run_demo
+
+    for k, message in ((1, "integer >= 2"), (25, "larger than the pool of 24")):
+        with pytest.raises(ValueError, match=message):
+            run_demo(tmp_path / "demo", k=k, candidates_per_round=24)
+    assert not (tmp_path / "demo").exists()

@@ -8,6 +8,9 @@ Simulated users with hidden attribute tastes judge what they see (encoder + pixe
 * ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``BASE_SHARE``) and
   every update started again from the base model (``warm_start=False``), so a first update fitted on
   few noisy answers is neither where later updates start nor all that later questions can show;
+* ``ours-k4``: ``ours`` asking 4-way questions ("which of these four do you like best?", one click = one
+  action, as in ED-PBRL's K-way queries): a pick among four carries more than a pair, and four random base
+  samples hold a liked one far more often than two, so a teacher without a "tie" answer flips fewer coins;
 * ``papa@<lr>``: the PAPA loop: like/dislike on every sample shown, their signed ELBO-weighted loss with
   the base pull, learning rate from a small grid (every grid point is run and reported).
 
@@ -43,7 +46,8 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
 BASE_SHARE = 0.5  # ours-fresh: the share of candidates sampled from the base model
-OURS_METHODS = ("ours", "random", "ours-fresh")  # our loop's variants; every other method is papa@<learning rate>
+K_WAY = 4  # ours-k4: options per question
+OURS_METHODS = ("ours", "random", "ours-fresh", "ours-k4")  # our loop's variants; every other method is papa@<learning rate>
 
 
 class Bench:
@@ -74,7 +78,7 @@ class Bench:
 
 
 def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0) -> dict:
+             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0, k: int = 2) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +93,7 @@ def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
             batch = session.sample_candidates(pipe, candidates, [bench.prompt], seed=seed * 1_000_003 + round_ * candidates,
                                              base_share=base_share)[0]
             n = min(per_round, budget - actions)
-            for query in session.next_queries(k=2, batch=n, candidate_ids=batch.ids, strategy=strategy, seed=seed + round_):
+            for query in session.next_queries(k=k, batch=n, candidate_ids=batch.ids, strategy=strategy, seed=seed + round_):
                 options = np.stack([session.store.load_image(c) for c in session.store.candidates("bench", query.candidates)])
                 session.answer(query.id, user.answer(options / 255.0))
                 actions += 1
@@ -140,7 +144,8 @@ def _run_job(job: tuple) -> dict:
         fresh = method == "ours-fresh"
         result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
                           strategy="random" if method == "random" else "d_optimal",
-                          config=UpdateConfig(seed=seed, warm_start=not fresh), base_share=BASE_SHARE if fresh else 0.0)
+                          config=UpdateConfig(seed=seed, warm_start=not fresh), base_share=BASE_SHARE if fresh else 0.0,
+                          k=K_WAY if method == "ours-k4" else 2)
     else:
         result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
     return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
