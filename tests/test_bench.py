@@ -51,3 +51,21 @@ def test_resuming_with_some_methods_keeps_every_recorded_method_in_the_summary(t
     report = run(tmp_path, users=["blue"], seeds=0, methods=["ours"])  # nothing left to run: summarise only
     assert report["methods"] == ["ours", "ours-fresh", "ours-k4", "papa@3e-05"]
     assert set(json.loads((tmp_path / "align.json").read_text())["summary"]["blue"]) >= {"ours", "ours-fresh", "papa@3e-05"}
+
+
+def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypatch):
+    from edpbrl_plugin.bench import align
+
+    calls = {}
+    monkeypatch.setattr(align, "_BENCH", object())  # no encoder or pipeline needed: run_ours is replaced
+
+    def run_ours(bench, user, seed, *sizes, **settings):
+        calls[user] = settings
+        return {"curve": [], "updates": [], "before": [], "after": []}
+
+    monkeypatch.setattr(align, "run_ours", run_ours)
+    settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4}
+    for method in align.OURS_METHODS:
+        align._run_job((method, method, 0, settings))  # user = method name, to tell the calls apart
+    assert calls["ours"] == {} and calls["random"] == {"strategy": "random"}
+    assert calls["ours-fresh"] == {"base_share": 0.5, "warm_start": False} and calls["ours-k4"] == {"k": 4}

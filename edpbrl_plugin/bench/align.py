@@ -5,7 +5,7 @@ Simulated users with hidden attribute tastes judge what they see (encoder + pixe
 * ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates) -> reward model
   -> the default update (DPO on the answers + learned-reward distillation, early stopping, drift cap);
 * ``random``: random pairs + the same updates;
-* ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``BASE_SHARE``) and
+* ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``base_share=0.5``) and
   every update started again from the base model (``warm_start=False``), so a first update fitted on
   few noisy answers is neither where later updates start nor all that later questions can show;
 * ``ours-k4``: ``ours`` asking 4-way questions ("which of these four do you like best?", one click = one
@@ -45,9 +45,13 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 #: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
-BASE_SHARE = 0.5  # ours-fresh: the share of candidates sampled from the base model
-K_WAY = 4  # ours-k4: options per question
-OURS_METHODS = ("ours", "random", "ours-fresh", "ours-k4")  # our loop's variants; every other method is papa@<learning rate>
+#: Our loop's variants, as :func:`run_ours` settings (every other method is papa@<learning rate>).
+OURS_METHODS: dict[str, dict] = {
+    "ours": {},
+    "random": {"strategy": "random"},
+    "ours-fresh": {"base_share": 0.5, "warm_start": False},
+    "ours-k4": {"k": 4},
+}
 
 
 class Bench:
@@ -78,12 +82,12 @@ class Bench:
 
 
 def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0, k: int = 2) -> dict:
+             strategy: str = "d_optimal", base_share: float = 0.0, warm_start: bool = True, k: int = 2) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
-        config = config or UpdateConfig(seed=seed)
+        config = UpdateConfig(seed=seed, warm_start=warm_start)
         updater = session.updater(pipe, config, [bench.prompt])
         point, images = bench.evaluate_base(pipe, user)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
@@ -141,11 +145,8 @@ def _run_job(job: tuple) -> dict:
         _BENCH = Bench(eval_samples=settings["eval_samples"])
     start = time.perf_counter()
     if method in OURS_METHODS:
-        fresh = method == "ours-fresh"
         result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
-                          strategy="random" if method == "random" else "d_optimal",
-                          config=UpdateConfig(seed=seed, warm_start=not fresh), base_share=BASE_SHARE if fresh else 0.0,
-                          k=K_WAY if method == "ours-k4" else 2)
+                          **OURS_METHODS[method])
     else:
         result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
     return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
@@ -199,10 +200,10 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
 
 
 def _method_order(method: str) -> tuple:
-    """Sort key that also checks the name: ours, random, ours-fresh, then the PAPA grid by learning rate."""
+    """Sort key that also checks the name: our variants in ``OURS_METHODS`` order, then the PAPA grid by learning rate."""
     try:
         rank, rate = ((len(OURS_METHODS), float(method.removeprefix("papa@"))) if method.startswith("papa@")
-                      else (OURS_METHODS.index(method), 0.0))
+                      else (list(OURS_METHODS).index(method), 0.0))
     except ValueError:
         rank, rate = None, 0.0
     if rank is None or (rank == len(OURS_METHODS) and not rate > 0):
