@@ -67,5 +67,8 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
     settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4}
     for method in align.OURS_METHODS:
         align._run_job((method, method, 0, settings))  # user = method name, to tell the calls apart
+    configs = {user: settings.pop("config") for user, settings in calls.items()}
     assert calls["ours"] == {} and calls["random"] == {"strategy": "random"}
-    assert calls["ours-fresh"] == {"base_share": 0.5, "warm_start": False} and calls["ours-k4"] == {"k": 4}
+    assert calls["ours-fresh"] == {"base_share": 0.5} and calls["ours-k4"] == {"k": 4}
+    assert [configs[m].warm_start for m in align.OURS_METHODS] == [True, True, False, True]
+    assert all(c.seed == 0 and c.method == "default" for c in configs.values())

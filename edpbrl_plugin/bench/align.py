@@ -45,11 +45,12 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 #: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
-#: Our loop's variants, as :func:`run_ours` settings (every other method is papa@<learning rate>).
+#: Our loop's variants: :func:`run_ours` settings, "update" holding :class:`UpdateConfig` overrides
+#: (every other method is papa@<learning rate>).
 OURS_METHODS: dict[str, dict] = {
     "ours": {},
     "random": {"strategy": "random"},
-    "ours-fresh": {"base_share": 0.5, "warm_start": False},
+    "ours-fresh": {"base_share": 0.5, "update": {"warm_start": False}},
     "ours-k4": {"k": 4},
 }
 
@@ -82,12 +83,12 @@ class Bench:
 
 
 def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", base_share: float = 0.0, warm_start: bool = True, k: int = 2) -> dict:
+             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0, k: int = 2) -> dict:
     pipe = load_pipeline()
     user = make_user(user_name, seed=seed, judge=bench.judge)
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
-        config = UpdateConfig(seed=seed, warm_start=warm_start)
+        config = config or UpdateConfig(seed=seed)
         updater = session.updater(pipe, config, [bench.prompt])
         point, images = bench.evaluate_base(pipe, user)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
@@ -145,8 +146,10 @@ def _run_job(job: tuple) -> dict:
         _BENCH = Bench(eval_samples=settings["eval_samples"])
     start = time.perf_counter()
     if method in OURS_METHODS:
+        variant = dict(OURS_METHODS[method])
+        config = UpdateConfig(seed=seed, **variant.pop("update", {}))
         result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
-                          **OURS_METHODS[method])
+                          config=config, **variant)
     else:
         result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
     return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
