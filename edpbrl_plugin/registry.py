@@ -22,15 +22,34 @@ _sessions: dict[tuple[str, str], PersonalizationSession] = {}
 _stores: dict[str, PreferenceStore] = {}
 _pipelines: dict[str, object] = {}
 _encoders: dict[str, FeatureEncoder] = {}
+_host_store: Path | None = None
 
 
-def default_store_path() -> Path:
-    """``$EDPBRL_STORE`` or ``~/.edpbrl/preferences.db`` (hosts may pass their own path)."""
-    return Path(os.environ.get("EDPBRL_STORE", Path.home() / ".edpbrl" / "preferences.db"))
+def use_host_store(path: str | Path | None) -> None:
+    """Make ``path`` this process's default store (a host such as ComfyUI keeps it in its user folder).
+
+    ``None`` returns to the documented default. ``$EDPBRL_STORE`` and explicit paths still win.
+    """
+    global _host_store
+    with _lock:
+        _host_store = None if path is None else Path(path)
+
+
+def store_path(path: str | Path | None = None) -> Path:
+    """The one rule for where answers live: ``path`` if given, else ``$EDPBRL_STORE``, else the host's store
+    (:func:`use_host_store`), else ``~/.edpbrl/preferences.db``. Every code path opens its store through here."""
+    if path:
+        return Path(path)
+    if os.environ.get("EDPBRL_STORE"):
+        return Path(os.environ["EDPBRL_STORE"])
+    if _host_store is not None:
+        return _host_store
+    return Path.home() / ".edpbrl" / "preferences.db"
 
 
 def store(path: str | Path | None = None) -> PreferenceStore:
-    key = str(Path(path or default_store_path()).resolve())
+    """The open store at :func:`store_path` (``path``), one per file per process."""
+    key = str(store_path(path).resolve())
     with _lock:
         if key not in _stores:
             _stores[key] = PreferenceStore(key)
@@ -45,10 +64,13 @@ def encoder(spec: str = "embedded") -> FeatureEncoder:
 
 
 def session(session_id: str, encoder_spec: str | FeatureEncoder | None = None, store_path: str | Path | None = None,
-            strategy: str | None = None) -> PersonalizationSession:
-    """The open session ``session_id`` (created with ``encoder_spec`` on first use)."""
+            strategy: str | None = None, create: bool = True) -> PersonalizationSession:
+    """The open session ``session_id`` (created with ``encoder_spec`` on first use, unless ``create`` is False:
+    then a session the store does not hold is an error, so reading never leaves an empty session behind)."""
     db = store(store_path)
     key = (str(db.path), session_id)
+    if not create and key not in _sessions and not db.has_session(session_id):
+        raise StoreError(f"no session {session_id!r} in the store {db.path}; answer a question in it first")
     with _lock:
         current = _sessions.get(key)
         enc = encoder(encoder_spec) if isinstance(encoder_spec, str) else encoder_spec
@@ -141,9 +163,13 @@ def materialize(handle: PipelineHandle):
             if has_adapter(pipe.unet, ADAPTER_NAME):
                 pipe.unet.delete_adapters(ADAPTER_NAME)
         else:
-            versions = {v.version: v for v in session(handle.session).store.lora_versions(handle.session)}
+            db = store()  # read only: a handle never creates a session
+            versions = {v.version: v for v in db.lora_versions(handle.session)} if db.has_session(handle.session) else {}
             if handle.version not in versions:
-                raise StoreError(f"session {handle.session!r} has no LoRA version {handle.version}")
+                raise StoreError(
+                    f"session {handle.session!r} has no LoRA version {handle.version} in the store {db.path}; "
+                    "reload the pipeline (Load Pipeline with resume_session) to continue from the latest version"
+                )
             load_lora(pipe, versions[handle.version].file)
         pipe._edpbrl_state = wanted
         return pipe
@@ -155,8 +181,10 @@ def mark_version(pipe, session_id: str, version: int) -> None:
 
 
 def reset() -> None:
-    """Forget every open session and pipeline (tests)."""
+    """Forget every open session and pipeline, and the host's store (tests)."""
+    global _host_store
     with _lock:
+        _host_store = None
         for db in _stores.values():
             db.close()
         _sessions.clear()

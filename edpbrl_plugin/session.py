@@ -140,6 +140,12 @@ class PersonalizationSession:
         generator = {"pipeline": type(pipe).__name__, "seed": seed, **kwargs, **({"base_share": base_share} if n_base else {})}
         return self.add_candidates(images, chosen, list(range(seed, seed + n)), generator), images
 
+    def fresh_seed(self, seed: int) -> int:
+        """``seed`` moved past every sample the session holds, so each round of a graph queued again and again
+        asks about new images (round r of ``count`` samples starts at ``seed + r * count``) while the same store
+        state and seed still give the same images."""
+        return seed + self.store.count_candidates(self.session)
+
     def latest_candidates(self) -> list[int]:
         """Ids of the most recent candidate batch."""
         records = self.store.candidates(self.session)

@@ -354,6 +354,10 @@ class PreferenceStore:
             raise StoreError(f"candidates {missing} are not part of session {session!r}")
         return [records[i] for i in ids]
 
+    def count_candidates(self, session: str) -> int:
+        self.get_session(session)
+        return int(self._db.execute("SELECT COUNT(*) FROM candidates WHERE session = ?", (session,)).fetchone()[0])
+
     def candidate_features(self, session: str, ids: Sequence[int] | None = None) -> tuple[list[int], np.ndarray]:
         """(ids, features ``[n, d]``) of the session's candidates that have features."""
         self.get_session(session)
@@ -446,6 +450,13 @@ class PreferenceStore:
         if choice == "both_bad" and n_options < 2:
             raise StoreError("'both_bad' answers a question with several options")
         return choice
+
+    @staticmethod
+    def describe_choice(choice: str, n_options: int) -> str:
+        """A stored choice as the answer widget labels it: "A" / "B" for a pair, "option 3" of K, "both bad", ..."""
+        if choice.isdigit():
+            return "AB"[int(choice)] if n_options == 2 else f"option {int(choice) + 1}"
+        return choice.replace("_", " ")
 
     def submit_answer(self, query_id: int, choice, latency: float | None = None) -> AnswerRecord:
         """Record an answer; returns only after it is committed to disk."""

@@ -1,5 +1,8 @@
 """ComfyUI node classes: thin adapters over the engine in ``edpbrl_plugin``."""
 
+from edpbrl_plugin import registry
+
+from . import comfy_bridge
 from .nodes_lora import SaveLoRA, SessionStatus, UpdateLoRA
 from .nodes_loop import Ask, DesignPrompts, FeatureEncoder, LoadPipeline, RecordAnswer, SampleCandidates, SelectQuery
 from .routes import register as _register_routes
@@ -20,4 +23,5 @@ _NODES = {
 NODE_CLASS_MAPPINGS = {key: cls for key, (cls, _) in _NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {key: name for key, (_, name) in _NODES.items()}
 
+registry.use_host_store(comfy_bridge.user_store())  # before any node or route opens the store
 _register_routes()

@@ -16,13 +16,14 @@ def _module(name: str):
         return None
 
 
-def store_path() -> Path:
-    """The preference store: ``$EDPBRL_STORE``, else ``<ComfyUI user dir>/edpbrl/preferences.db``."""
-    if os.environ.get("EDPBRL_STORE"):
-        return Path(os.environ["EDPBRL_STORE"])
+def user_store() -> Path | None:
+    """ComfyUI's place for the preference store, ``<user dir>/edpbrl/preferences.db`` (None without ComfyUI).
+
+    The pack hands it to the engine once at import (``registry.use_host_store``); the engine's one rule
+    (explicit path, then ``$EDPBRL_STORE``, then this) decides for every node and route.
+    """
     folder_paths = _module("folder_paths")
-    base = Path(folder_paths.get_user_directory()) if folder_paths else Path.home() / ".edpbrl"
-    return base / "edpbrl" / "preferences.db"
+    return Path(folder_paths.get_user_directory()) / "edpbrl" / "preferences.db" if folder_paths else None
 
 
 def model_files(kind: str) -> list[str]:

@@ -16,19 +16,20 @@ from edpbrl_plugin import registry
 from edpbrl_plugin.broker import BROKER
 from edpbrl_plugin.registry import PipelineHandle
 from edpbrl_plugin.session import Candidates
-from edpbrl_plugin.store import StoreError
+from edpbrl_plugin.store import PreferenceStore, StoreError
 from edpbrl_plugin.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 from . import comfy_bridge as comfy
-from .types import ANSWER, CANDIDATES, ENCODER, PIPELINE, PROMPTS, QUERY, REWARD, AnswerToken, QueryToken, RewardToken, check_session, to_comfy, to_numpy
+from .types import (ANSWER, CANDIDATES, ENCODER, PIPELINE, PROMPTS, QUERY, REWARD, AnswerToken, QueryToken, RewardToken,
+                    check_session, session_input_error, to_comfy, to_numpy)
 
 CATEGORY = "EDPBRL"
 SESSION = ("STRING", {"default": "default", "tooltip": "Session id: the store keeps answers and LoRA versions per session (letters, digits, _ - .)."})
 
 
-def _session(session_id: str, encoder=None):
+def _session(session_id: str, encoder=None, create: bool = True):
     try:
-        return registry.session(check_session(session_id), encoder, comfy.store_path())
+        return registry.session(check_session(session_id), encoder, create=create)
     except StoreError as error:
         raise ValueError(str(error)) from error
 
@@ -56,6 +57,10 @@ class LoadPipeline:
     def IS_CHANGED(cls, **kwargs):
         return float("nan")  # a resumed session's latest version changes between runs
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, resume_session=""):
+        return session_input_error(resume_session, allow_empty=True)
+
     def load(self, model: str, config: str = "", resume_session: str = ""):
         if model == "embedded":
             source = "embedded"
@@ -72,7 +77,7 @@ class LoadPipeline:
         if not resume_session.strip():
             return (base,)
         session = check_session(resume_session.strip())
-        db = registry.store(comfy.store_path())
+        db = registry.store()
         versions = db.lora_versions(session) if db.has_session(session) else []
         return (dataclasses.replace(base, session=session, version=versions[-1].version) if versions else base,)
 
@@ -117,7 +122,7 @@ class SampleCandidates:
                 "session": SESSION,
                 "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "One prompt per line, cycled over the samples (empty = unconditional)."}),
                 "count": ("INT", {"default": 16, "min": 2, "max": 256, "tooltip": "Candidates to sample."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": "Seed of the first sample; the others use seed+1, seed+2, ..."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False, "tooltip": "Seed of the session's first sample: samples use seed, seed+1, ..., and each later run continues after the samples the session holds, so queueing again asks about new images."}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps."}),
                 "guidance": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
             },
@@ -129,13 +134,18 @@ class SampleCandidates:
     def IS_CHANGED(cls, **kwargs):
         return float("nan")  # the session's state changes outside the graph
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, session="default"):
+        return session_input_error(session)
+
     def sample(self, pipeline, encoder, session, prompt, count, seed, steps, guidance, prompts=None, unique_id=None):
         if not isinstance(pipeline, PipelineHandle):
             raise ValueError("pipeline must come from Load pipeline or Update LoRA")
         lines = list(prompts) if prompts else [line.strip() for line in prompt.splitlines()] or [""]
         pipe = registry.materialize(pipeline)
-        candidates, images = _session(session, encoder).sample_candidates(
-            pipe, count, lines or [""], seed, steps, guidance, on_step=comfy.progress(steps, unique_id)
+        active = _session(session, encoder)
+        candidates, images = active.sample_candidates(
+            pipe, count, lines or [""], active.fresh_seed(seed), steps, guidance, on_step=comfy.progress(steps, unique_id)
         )
         return (to_comfy(images), candidates)
 
@@ -159,7 +169,7 @@ class DesignPrompts:
                 "k": ("INT", {"default": 2, "min": 2, "max": 8, "tooltip": "Prompts per question."}),
                 "budget": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Episodes the design is for (T)."}),
                 "questions": ("INT", {"default": 1, "min": 1, "max": 32, "tooltip": "Questions to sample from the design."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip": "Seed for sampling prompts from the design."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False, "tooltip": "Seed for sampling prompts from the design; each later run continues after the session's samples, so queueing again asks new questions."}),
                 "adaptive": ("BOOLEAN", {"default": True, "tooltip": "Re-design around the current reward posterior (θ-aware)."}),
             },
             "optional": {"pipeline": (PIPELINE, {"tooltip": "Samples a few images per word the session has not seen yet, for the word features."})},
@@ -168,6 +178,10 @@ class DesignPrompts:
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, session="default"):
+        return session_input_error(session)
 
     def design(self, session, encoder, slots, base_prompt, k, budget, questions, seed, adaptive, pipeline=None):
         words = [[w.strip() for w in line.split(",") if w.strip()] for line in slots.splitlines() if line.strip()]
@@ -179,7 +193,8 @@ class DesignPrompts:
                 raise ValueError("pipeline must come from Load pipeline or Update LoRA")
             active.sample_word_examples(registry.materialize(pipeline), words, base_prompt)
         prompt_sets, design = active.design_prompts(
-            words, k=k, budget=budget, n_queries=questions, base_prompt=base_prompt, seed=seed, adaptive=adaptive
+            words, k=k, budget=budget, n_queries=questions, base_prompt=base_prompt, seed=active.fresh_seed(seed),
+            adaptive=adaptive
         )
         prompts = [p for group in prompt_sets for p in group]
         text = f"{design.criterion}-optimal objective {design.objective_:.4g}, best Frank-Wolfe gap {design.best_gap_:.3g}\n" + "\n".join(
@@ -215,6 +230,10 @@ class SelectQuery:
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, session="default"):
+        return session_input_error(session)
 
     def select(self, k, strategy, candidates=None, images=None, encoder=None, session="default", prompt=""):
         if candidates is None:
@@ -277,7 +296,9 @@ class Ask:
         record = BROKER.wait(waiting, timeout=timeout_s or None, check=comfy.check_interrupted, poll=lambda: _answer_of(active, query.id))
         if record is None and on_timeout == "skip":
             record = active.answer(query.id, "skip")
-        comfy.send("edpbrl-answered", {"node": unique_id, "query": query.id, "answer": record.choice if record else "pending"})
+        label = PreferenceStore.describe_choice(record.choice, len(records)) if record else "pending"
+        comfy.send("edpbrl-answered", {"node": unique_id, "query": query.id, "answer": record.choice if record else "pending",
+                                       "label": label})
         choice = record.choice if record else "pending"
         return {"ui": ui, "result": (choice, AnswerToken(query.id, query.session, None if record is None else choice))}
 

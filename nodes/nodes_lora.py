@@ -13,7 +13,11 @@ from edpbrl_plugin.report import status_image
 
 from . import comfy_bridge as comfy
 from .nodes_loop import CATEGORY, SESSION, _session
-from .types import PIPELINE, REWARD, RewardToken, to_comfy
+from .types import PIPELINE, REWARD, RewardToken, session_input_error, to_comfy
+
+
+# Learning rates span decades: a list reads and sets them exactly (a float widget rounds 1e-4 to its step's decimals).
+LEARNING_RATES = ("default", "1e-5", "2e-5", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "4e-3", "1e-2")
 
 
 class UpdateLoRA:
@@ -34,7 +38,7 @@ class UpdateLoRA:
                 "reward": (REWARD, {"tooltip": "From Record + update reward (orders the update after the answer)."}),
                 "method": (list(METHODS), {"default": "default", "tooltip": "default = DPO + distillation; papa / epapa use like/dislike answers."}),
                 "steps": ("INT", {"default": defaults.steps, "min": 1, "max": 1000, "tooltip": "Optimizer steps (early stopping may end sooner)."}),
-                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e-1, "step": 1e-5, "tooltip": f"AdamW learning rate of the LoRA; 0 = the model's default ({defaults.learning_rate:g} embedded, {LATENT_DEFAULTS['learning_rate']:g} Stable Diffusion / SDXL)."}),
+                "learning_rate": (list(LEARNING_RATES), {"default": "default", "tooltip": f"AdamW learning rate of the LoRA; default = the model's own ({defaults.learning_rate:g} embedded, {LATENT_DEFAULTS['learning_rate']:g} Stable Diffusion / SDXL)."}),
                 "distill_samples": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": f"Base-model samples the learned reward re-weights (sampled once per model and prompts, then cached); 0 = the model's default ({defaults.distill_samples} embedded, {LATENT_DEFAULTS['distill_samples']} Stable Diffusion / SDXL). Method dpo uses none."}),
                 "drift_cap": ("FLOAT", {"default": defaults.drift_cap, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Stop and restore when the drift from the base passes this."}),
                 "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Prompts of fresh samples for distillation, one per line."}),
@@ -53,7 +57,10 @@ class UpdateLoRA:
             raise ValueError(f"the pipeline carries session {pipeline.session!r}'s LoRA, not {reward.session!r}")
         active = _session(reward.session)
         pipe = registry.materialize(pipeline)
-        config = UpdateConfig.for_pipeline(pipe, method=method, steps=steps, learning_rate=learning_rate or None,
+        if learning_rate not in LEARNING_RATES:
+            raise ValueError(f"learning_rate must be one of {LEARNING_RATES}, got {learning_rate!r}")
+        rate = None if learning_rate == "default" else float(learning_rate)
+        config = UpdateConfig.for_pipeline(pipe, method=method, steps=steps, learning_rate=rate,
                                            distill_samples=distill_samples or None, drift_cap=drift_cap)
         prompts = [line.strip() for line in prompt.splitlines()] or [""]
         report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id),
@@ -115,6 +122,10 @@ class SessionStatus:
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, session="default"):
+        return session_input_error(session)
+
     def status(self, session, reward=None):
-        active = _session(reward.session if isinstance(reward, RewardToken) else session)
+        active = _session(reward.session if isinstance(reward, RewardToken) else session, create=False)
         return (to_comfy(status_image(active)[None].astype("float32") / 255.0), active.status_text())

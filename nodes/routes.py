@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edpbrl_plugin import registry
 from edpbrl_plugin.broker import BROKER
-from edpbrl_plugin.store import StoreError
+from edpbrl_plugin.store import PreferenceStore, StoreError
 
 from . import comfy_bridge as comfy
 
@@ -25,15 +25,21 @@ def answer(payload: dict) -> dict:
     except (TypeError, ValueError) as error:
         raise ValueError(f"query must be a question id, got {payload['query']!r}") from error
     latency = payload.get("latency")
-    active = registry.session_of_query(query, comfy.store_path())
+    try:
+        stored = registry.store().get_query(query)
+    except StoreError as error:
+        raise ValueError(f"unknown question {query}; GET /edpbrl/pending lists the open questions") from error
+    active = registry.session_of_query(query)
     record = active.answer(query, payload["answer"], None if latency is None else float(latency))
     released = BROKER.deliver(query, record)
-    return {"ok": True, "query": query, "session": record.session, "answer": record.choice, "released": released}
+    label = PreferenceStore.describe_choice(record.choice, len(stored.candidates))
+    return {"ok": True, "query": query, "session": record.session, "answer": record.choice, "label": label,
+            "released": released}
 
 
 def pending(session: str | None = None) -> dict:
     """Questions a graph is blocked on (with their preview images) and questions queued for later."""
-    db = registry.store(comfy.store_path())
+    db = registry.store()
     waiting = [dict(w.info) for w in BROKER.waiting() if session in (None, w.session)]
     blocked = {w["query"] for w in waiting}
     queued = [{"query": q.id, "session": q.session, "k": len(q.candidates), "candidates": list(q.candidates)}
@@ -42,7 +48,7 @@ def pending(session: str | None = None) -> dict:
 
 
 def candidate_image(session: str, candidate: int) -> bytes:
-    db = registry.store(comfy.store_path())
+    db = registry.store()
     [record] = db.candidates(session, [int(candidate)])
     path = db.image_file(record)
     if path is None or not path.exists():

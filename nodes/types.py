@@ -49,6 +49,18 @@ def check_session(session: str) -> str:
         raise ValueError(str(error)) from error
 
 
+def session_input_error(session, allow_empty: bool = False) -> bool | str:
+    """``VALIDATE_INPUTS`` for a session widget: True, or the message the routes give for a bad id, so a bad
+    name is refused when the prompt is queued, not halfway through a run."""
+    if allow_empty and isinstance(session, str) and not session.strip():
+        return True
+    try:
+        check_session(session.strip() if isinstance(session, str) else session)
+    except ValueError as error:
+        return str(error)
+    return True
+
+
 def to_numpy(images) -> np.ndarray:
     """ComfyUI IMAGE ``[B, H, W, C]`` (0..1) -> float32 numpy; rejects anything else with a clear error."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):

@@ -19,6 +19,16 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def load_pack(module_name: str):
+    """Import the pack root the way ComfyUI does: a module named after its folder, loaded from __init__.py."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(module_name, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def pack_fixture(module_name: str):
     """A module-scoped fixture importing the pack root the way ComfyUI does (a module named after its folder,
     loaded from __init__.py), with the store and LoRA folder in a temporary directory and a fresh registry."""
@@ -32,12 +42,7 @@ def pack_fixture(module_name: str):
         from edpbrl_plugin import registry
 
         registry.reset()
-        root = Path(__file__).resolve().parents[1]
-        spec = importlib.util.spec_from_file_location(module_name, root / "__init__.py", submodule_search_locations=[str(root)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        yield module
+        yield load_pack(module_name)
         registry.reset()
         patch.undo()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pack_fixture
+from conftest import load_pack, pack_fixture
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
     status, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=token)
     assert "1 answers" in status and reward.n_answers == 1
     new_pipeline, drift, report = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=2,
-                                      learning_rate=1e-3, distill_samples=0, drift_cap=5.0, prompt="star")
+                                      learning_rate="1e-3", distill_samples=0, drift_cap=5.0, prompt="star")
     assert pipeline.version == 0 and new_pipeline.version == 1 and new_pipeline is not pipeline
     assert drift >= 0 and "dpo" in report
     (lora_name,) = run(pack, "EDPBRL_SaveLoRA", pipeline=new_pipeline, filename_prefix="test")
@@ -111,10 +111,14 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
         assert f.metadata()["edpbrl_session"] == "loop" and any(k.endswith(".alpha") for k in f.keys())
     plot, text = run(pack, "EDPBRL_SessionStatus", session="loop", reward=reward)
     assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and "LoRA v1" in text
-    # Sampling with the old handle brings the base model back: handles never change under a consumer.
-    base_again, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop", prompt="star",
-                        count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
+    # Sampling with the old handle brings the base model back: handles never change under a consumer. (A new
+    # session starts at the same seeds; "loop" itself moves on to new ones.)
+    base_again, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop-base",
+                        prompt="star", count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
     torch.testing.assert_close(base_again, images[:2])
+    next_round, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop-base",
+                        prompt="star", count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
+    assert not torch.allclose(next_round, base_again)
 
 
 def test_a_kway_question_and_answer_later(pack, loop):
@@ -185,11 +189,85 @@ def test_bad_inputs_are_clear_node_errors(pack, loop):
     (other,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded-embedding")
     with pytest.raises(ValueError, match="uses encoder embedded-attributes"):
         run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:3], encoder=other, session="loop")
-    with pytest.raises(ValueError, match="unknown question"):
+    with pytest.raises(ValueError, match=r"unknown question 987654; GET /edpbrl/pending lists"):
         routes.answer({"query": 987654, "answer": "0"})
+    reward = sys.modules["edpbrl_pack.nodes.types"].RewardToken("loop", 1)
+    with pytest.raises(ValueError, match="learning_rate must be one of"):
+        run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=1, learning_rate="0.00000",
+            distill_samples=0, drift_cap=1.0, prompt="")
     with pytest.raises(ValueError, match="send JSON"):
         routes.answer({"answer": "0"})
     with pytest.raises(ValueError, match="no LoRA yet"):
         run(pack, "EDPBRL_SaveLoRA", pipeline=pipeline, filename_prefix="x")
     with pytest.raises(ValueError, match="clip_path"):
         run(pack, "EDPBRL_FeatureEncoder", encoder="clip")
+
+
+@pytest.fixture
+def comfy_host(tmp_path, monkeypatch):
+    """The pack as a new ComfyUI user runs it: no ``EDPBRL_STORE``, a fresh HOME, ComfyUI's ``folder_paths``."""
+    import types
+
+    from edpbrl_plugin import registry
+
+    monkeypatch.delenv("EDPBRL_STORE", raising=False)
+    monkeypatch.delenv("EDPBRL_LORA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    comfy = tmp_path / "ComfyUI"
+    folder_paths = types.ModuleType("folder_paths")
+    folder_paths.get_user_directory = lambda: str(comfy / "user")
+    folder_paths.get_temp_directory = lambda: str(comfy / "temp")
+    folder_paths.get_folder_paths = lambda kind: [str(comfy / "models" / kind)]
+    folder_paths.get_filename_list = lambda kind: []
+    folder_paths.get_full_path = lambda kind, name: None
+    folder_paths.folder_names_and_paths = {}
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    registry.reset()
+    module = load_pack("edpbrl_hosted")
+    yield module, comfy
+    registry.reset()
+
+
+def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(comfy_host, monkeypatch):
+    """Each queue of the loop graph loads the session's latest LoRA from ComfyUI's store and adds one version."""
+    pack, comfy = comfy_host
+    routes = sys.modules["edpbrl_hosted.nodes.routes"]
+    from edpbrl_plugin.personalize.updater import UpdateConfig
+
+    configure = UpdateConfig.for_pipeline.__func__  # this test is about the store: skip the reward checks' sampling
+    monkeypatch.setattr(UpdateConfig, "for_pipeline",
+                        classmethod(lambda cls, pipe, **overrides: configure(cls, pipe, early_stopping=False, **overrides)))
+    for round_, answer in enumerate(("A", "B"), start=1):
+        (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded", resume_session="my-taste")
+        assert pipeline.version == round_ - 1
+        (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
+        _, candidates = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="my-taste",
+                            prompt="", count=4, seed=0, steps=2, guidance=2.0)
+        _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", candidates=candidates)
+        thread, result = ask_in_thread(pack, query, mode="wait", timeout_s=0, on_timeout="leave pending")
+        wait_until_waiting(query.id)
+        reply = routes.answer({"query": query.id, "answer": answer})
+        thread.join(10)
+        assert reply["label"] == answer and result["out"][0] == str("AB".index(answer))
+        _, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=result["out"][1])
+        updated, _, _ = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=1,
+                            learning_rate="1e-3", distill_samples=0, drift_cap=5.0, prompt="")
+        assert updated.version == round_
+        run(pack, "EDPBRL_SessionStatus", session="my-taste", reward=reward)
+    from edpbrl_plugin.store import PreferenceStore
+
+    with PreferenceStore(comfy / "user" / "edpbrl" / "preferences.db") as db:
+        assert [v.version for v in db.lora_versions("my-taste")] == [1, 2]
+        assert [a.choice for a in db.answers("my-taste")] == ["0", "1"]
+    assert not (comfy.parent / "home" / ".edpbrl").exists()  # nothing read or written beside ComfyUI's store
+
+
+def test_a_bad_session_name_is_refused_when_the_prompt_is_queued(pack):
+    bad = "../../etc/x"
+    for name, inputs in (("EDPBRL_SampleCandidates", {"session": bad}), ("EDPBRL_DesignPrompts", {"session": bad}),
+                         ("EDPBRL_SelectQuery", {"session": bad}), ("EDPBRL_SessionStatus", {"session": bad}),
+                         ("EDPBRL_LoadPipeline", {"resume_session": bad})):
+        message = pack.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(**inputs)
+        assert isinstance(message, str) and message.startswith("invalid session id '../../etc/x'"), name
+    assert pack.NODE_CLASS_MAPPINGS["EDPBRL_LoadPipeline"].VALIDATE_INPUTS(resume_session="") is True
+    assert pack.NODE_CLASS_MAPPINGS["EDPBRL_SampleCandidates"].VALIDATE_INPUTS(session="my-taste") is True

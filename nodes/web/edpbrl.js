@@ -13,11 +13,12 @@ function imageUrl(image) {
   return api.apiURL(`/view?${params}`);
 }
 
+// [button label, answer sent, keyboard shortcut]: short labels keep every button on one row of the node.
 function answersFor(k) {
   const choices = k === 2
-    ? [["A", "0", "← or A"], ["B", "1", "→ or B"], ["Tie", "tie", "T"]]
+    ? [["A", "0", "←/A"], ["B", "1", "→/B"], ["Tie", "tie", "T"]]
     : Array.from({ length: k }, (_, i) => [String(i + 1), String(i), String(i + 1)]);
-  return choices.concat([["Skip", "skip", "S"], ["Both bad", "both_bad", "X"]]);
+  return choices.concat([["Skip", "skip", "S"], [k === 2 ? "Both bad" : "All bad", "both_bad", "X"]]);
 }
 
 function panelFor(node) {
@@ -26,7 +27,8 @@ function panelFor(node) {
   panel.className = "edpbrl-panel";
   panel.style.cssText = "display:flex;flex-direction:column;gap:4px;padding:4px;font:12px sans-serif;color:var(--input-text,#ddd);";
   if (node) {
-    node.addDOMWidget("edpbrl_answer", "edpbrl_answer", panel, { serialize: false, hideOnZoom: false, getMinHeight: () => (panel.childElementCount ? 180 : 20) });
+    // The question's measured height (set in fit()), so the buttons never sit on the node's bottom edge.
+    node.addDOMWidget("edpbrl_answer", "edpbrl_answer", panel, { serialize: false, hideOnZoom: false, getMinHeight: () => (panel.childElementCount ? node.edpbrlHeight || 200 : 20) });
     node.edpbrlPanel = panel;
   } else {
     // The asking node is not in this tab's graph (a run queued elsewhere): a small corner card, not a modal.
@@ -34,6 +36,14 @@ function panelFor(node) {
     document.body.appendChild(panel);
   }
   return panel;
+}
+
+function fit(node, panel) {
+  if (!node) return;
+  node.edpbrlHeight = panel.scrollHeight + 8;
+  const [width, height] = node.computeSize();
+  node.setSize([Math.max(node.size[0], width, 340), Math.max(node.size[1], height)]);
+  app.graph?.setDirtyCanvas(true, true);
 }
 
 function clear(queryId, message) {
@@ -64,7 +74,7 @@ async function submit(queryId, answer) {
     });
     const body = await response.json();
     if (!response.ok || !body.ok) throw new Error(body.error || response.statusText);
-    clear(queryId, `answered: ${body.answer}`);
+    clear(queryId, `answered: ${body.label ?? body.answer}`);
   } catch (error) {
     buttons.forEach((b) => (b.disabled = false));
     entry.panel.querySelector(".edpbrl-error")?.remove();
@@ -99,17 +109,22 @@ function show(detail) {
   });
   const buttons = document.createElement("div");
   buttons.style.cssText = "display:flex;gap:4px;flex-wrap:wrap;justify-content:center;";
-  for (const [label, answer, key] of answersFor(detail.k)) {
+  const choices = answersFor(detail.k);
+  for (const [label, answer, key] of choices) {
     const button = document.createElement("button");
-    button.textContent = `${label} (${key})`;
+    button.textContent = label;
+    button.title = `key: ${key}`;
     button.dataset.answer = answer;
     button.onclick = () => submit(detail.query, answer);
     buttons.appendChild(button);
   }
-  panel.append(title, row, buttons);
+  const keys = document.createElement("div");
+  keys.style.cssText = "text-align:center;opacity:0.7;font-size:11px;";
+  keys.textContent = "keys: " + choices.map(([label, , key]) => `${label}: ${key}`).join(" · ");
+  panel.append(title, row, buttons, keys);
   open.set(detail.query, { node, panel, detail, shownAt: performance.now() });
-  if (node) node.setSize([Math.max(node.size[0], 320), Math.max(node.size[1], 260)]);
-  app.graph?.setDirtyCanvas(true, true);
+  fit(node, panel);
+  requestAnimationFrame(() => fit(node, panel)); // again once the images have their laid-out size
 }
 
 function onKey(event) {
@@ -149,7 +164,7 @@ app.registerExtension({
   name: "edpbrl.answer",
   async setup() {
     api.addEventListener("edpbrl-query", (event) => show(event.detail));
-    api.addEventListener("edpbrl-answered", (event) => clear(event.detail.query, `answered: ${event.detail.answer}`));
+    api.addEventListener("edpbrl-answered", (event) => clear(event.detail.query, `answered: ${event.detail.label ?? event.detail.answer}`));
     api.addEventListener("execution_interrupted", () => Array.from(open.keys()).forEach((q) => clear(q, "cancelled")));
     document.addEventListener("keydown", onKey, true);
     await restorePending();
