@@ -1,9 +1,45 @@
-"""``edpbrl`` command line: the personalization demo and the benchmarks."""
+"""``edpbrl`` command line: the personalization demo and the benchmarks.
+
+A bad argument value ends with status 2 and one line saying what was wrong (argparse's ``error``), before
+anything is loaded or written.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from . import __version__
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _names(text: str, known, what: str, parser: argparse.ArgumentParser) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        parser.error(f"unknown {what} {', '.join(unknown) or repr(text)}; choose from {', '.join(known)}")
+    return names
 
 
 def _add_bench(sub) -> None:
@@ -13,59 +49,67 @@ def _add_bench(sub) -> None:
     queries = which.add_parser("queries", help="learning curves per query strategy (issue: engine)")
     queries.add_argument("--settings", default="A,B,C-w10-k2,C-w50-k2,C-w10-k4,C-w50-k4,D")
     queries.add_argument("--strategies", default=None, help="comma list (default: all, with the BoTorch peer)")
-    queries.add_argument("--seeds", type=int, default=20)
-    queries.add_argument("--answers", type=int, default=60)
-    queries.add_argument("--workers", type=int, default=1)
+    queries.add_argument("--seeds", type=_count, default=20)
+    queries.add_argument("--answers", type=_count, default=60)
+    queries.add_argument("--workers", type=_count, default=1)
     queries.add_argument("--no-peer", action="store_true", help="skip BoTorch's PairwiseGP + EUBO")
     queries.add_argument("--out", default="bench_results")
 
     select = which.add_parser("select", help="time to choose a question among N candidates")
-    select.add_argument("--repeat", type=int, default=20)
+    select.add_argument("--repeat", type=_count, default=20)
     select.add_argument("--out", default="bench_results")
 
     embedded = which.add_parser("embedded", help="quality of the shipped generator and encoder (issue: embedded model)")
-    embedded.add_argument("--samples", type=int, default=256)
-    embedded.add_argument("--seed", type=int, default=0)
+    embedded.add_argument("--samples", type=_count, default=256)
+    embedded.add_argument("--seed", type=_seed, default=0)
     embedded.add_argument("--out", default="bench_results")
 
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument("--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")))
     align.add_argument("--methods", default=None, help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
-    align.add_argument("--seeds", type=int, default=5)
-    align.add_argument("--workers", type=int, default=2)
+    align.add_argument("--seeds", type=_count, default=5)
+    align.add_argument("--workers", type=_count, default=2)
     align.add_argument("--out", default="bench_results")
 
     store = which.add_parser("store", help="answers survive SIGKILL; answer throughput (issue: store)")
-    store.add_argument("--trials", type=int, default=200)
+    store.add_argument("--trials", type=_count, default=200)
     store.add_argument("--out", default="bench_results")
 
     design = which.add_parser("design", help="Frank-Wolfe prompt design time and objective")
-    design.add_argument("--repeat", type=int, default=3)
+    design.add_argument("--repeat", type=_count, default=3)
     design.add_argument("--out", default="bench_results")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="edpbrl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edpbrl", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"edpbrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the personalization loop on the embedded model (offline)")
     demo.add_argument("--user", default="blue-outline", help="simulated user (see --list-users)")
     demo.add_argument("--interactive", action="store_true", help="answer yourself in the terminal")
-    demo.add_argument("--rounds", type=int, default=3)
-    demo.add_argument("--questions", type=int, default=10, help="questions per round")
-    demo.add_argument("--candidates", type=int, default=24, help="candidates sampled per round")
-    demo.add_argument("--k", type=int, default=2, help="options per question: 2 = A/B with tie; 4 = pick the best of four "
+    demo.add_argument("--rounds", type=_count, default=3)
+    demo.add_argument("--questions", type=_count, default=10, help="questions per round")
+    demo.add_argument("--candidates", type=_count, default=24, help="candidates sampled per round")
+    demo.add_argument("--k", type=_count, default=2, help="options per question: 2 = A/B with tie; 4 = pick the best of four "
                       "(better when answers are often random or never 'tie')")
     demo.add_argument("--prompt", default="", help="prompt of every sample (empty: unconditional)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--generator", default=None, help="pipeline folder (default: the shipped embedded model)")
     demo.add_argument("--out", default="edpbrl_demo")
     demo.add_argument("--list-users", action="store_true")
     _add_bench(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from .embedded.judge import USER_PRESETS
+        from .learning._validation import check_query_size
+        from .simulate.people import USER_PRESETS
 
+        if not args.interactive and not args.list_users:
+            _names(args.user, list(USER_PRESETS), "simulated user", parser)
+        try:
+            check_query_size(args.k, args.candidates, name="--k")
+        except ValueError as error:
+            parser.error(str(error).replace("pool of", "--candidates pool of"))
         if args.list_users:
             for name, (taste, teacher) in USER_PRESETS.items():
                 print(f"{name:16} likes {', '.join(taste.likes) or '-'}; dislikes {', '.join(taste.dislikes) or '-'}; {teacher}")
@@ -79,13 +123,14 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out)
         if args.bench == "queries":
             from .bench import queries
+            from .querying.strategies import STRATEGIES
 
             queries.run(
                 out,
-                settings=args.settings.split(","),
+                settings=_names(args.settings, queries.SETTINGS, "setting", parser),
                 seeds=args.seeds,
                 n_answers=args.answers,
-                strategies=args.strategies.split(",") if args.strategies else None,
+                strategies=_names(args.strategies, sorted(STRATEGIES), "strategy", parser) if args.strategies else None,
                 workers=args.workers,
                 with_peer=not args.no_peer,
             )
@@ -103,8 +148,16 @@ def main(argv: list[str] | None = None) -> None:
             if args.quick:
                 align.run(out / "align_quick", methods=["ours", f"papa@{align.QUICK_PAPA_LR:g}"], workers=args.workers, **align.QUICK)
             else:
-                align.run(out, users=args.users.split(","), seeds=args.seeds,
-                          methods=args.methods.split(",") if args.methods else None, workers=args.workers)
+                from .simulate.people import USER_PRESETS
+
+                users = _names(args.users, list(USER_PRESETS), "simulated user", parser)
+                methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+                for method in methods or []:
+                    try:
+                        align.check_method(method)
+                    except ValueError as error:
+                        parser.error(str(error))
+                align.run(out, users=users, seeds=args.seeds, methods=methods, workers=args.workers)
         elif args.bench == "store":
             from .bench import store
 

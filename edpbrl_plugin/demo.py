@@ -14,40 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ._validation import check_query_size
-from .embedded.judge import AttributeJudge, make_user
-from .embedded.weights import load_pipeline
-from .features import EmbeddedEncoder
-from .imaging import grid, save_grid
-from .personalize.updater import UpdateConfig
-from .session import PersonalizationSession
+from .imaging import save_grid
+from .learning._validation import check_query_size
+from .learning.metrics import choice_accuracy
+from .loop.loop import PersonalizationLoop
+from .loop.session import PersonalizationSession
+from .loop.versions import write_lora
+from .models.shapes import AttributeJudge, EmbeddedEncoder, load_shapes_pipeline
+from .simulate.people import make_user
+from .simulate.terminal import TerminalAsker
+from .tuning.updater import UpdateConfig
 
 EVAL_SEED = 10_000
 HELDOUT_SEED = 20_000
-
-
-def _ask_in_terminal(images: np.ndarray, path: Path) -> str:
-    """Show the options side by side in one PNG and read the answer from the terminal."""
-    Image.fromarray(grid(images, columns=len(images), scale=8, pad=2)).save(path)
-    options = {"a": "0", "b": "1"} if len(images) == 2 else {str(i + 1): str(i) for i in range(len(images))}
-    extra = {"t": "tie", "s": "skip", "x": "both_bad"} if len(images) == 2 else {"s": "skip", "x": "both_bad"}
-    prompt = f"Which do you prefer? (left to right in {path}) [{'/'.join(options)}"
-    prompt += ", t=tie" if "t" in extra else ""
-    prompt += ", s=skip, x=both bad, q=quit] "
-    while True:
-        reply = input(prompt).strip().lower()
-        if reply == "q":
-            raise KeyboardInterrupt
-        if reply in options or reply in extra:
-            return options.get(reply) or extra[reply]
-        print("please answer with one of the letters shown")
-
-
-def _sample(pipe, n: int, seed: int, prompt: str) -> np.ndarray:
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-    return np.asarray(pipe(prompt=[prompt] * n, generator=generators, output_type="np").images, dtype=np.float32)
 
 
 def run_demo(
@@ -72,18 +52,18 @@ def run_demo(
     started = time.perf_counter()
     timings: dict[str, float] = {"sample": 0.0, "select": 0.0, "answer": 0.0, "update": 0.0, "evaluate": 0.0}
     torch.manual_seed(seed)
-    pipe = load_pipeline(generator) if generator else load_pipeline()
+    pipe = load_shapes_pipeline(generator) if generator else load_shapes_pipeline()
     encoder = EmbeddedEncoder()
     judge = AttributeJudge(encoder)
     person = None if interactive else make_user(user, seed=seed, judge=judge)
     store_path = out / "store.db"
     session_id = f"demo-{'you' if interactive else user}-{time.strftime('%Y%m%d-%H%M%S')}"
-    session = pipe.start_personalization(store_path, session_id, user="you" if interactive else f"simulated:{user}",
-                                         encoder=encoder, prompts=[prompt], update_config=update or UpdateConfig(seed=seed))
+    session = PersonalizationSession(store_path, session_id, user="you" if interactive else f"simulated:{user}", encoder=encoder)
+    loop = PersonalizationLoop(session, pipe, update or UpdateConfig(seed=seed), [prompt], k=k)
 
     t = time.perf_counter()
-    before = _sample(pipe, eval_samples, EVAL_SEED, prompt)
-    heldout = _sample(pipe, 128, HELDOUT_SEED, prompt)
+    before = loop.images(eval_samples, EVAL_SEED)
+    heldout = loop.images(128, HELDOUT_SEED)
     timings["evaluate"] += time.perf_counter() - t
     save_grid(before[:64], out / "before.png", columns=8)
     heldout_features = encoder.encode(heldout)
@@ -95,37 +75,24 @@ def run_demo(
             return None
         # Accuracy of θ̂'s choices on held-out pairs, judged by the simulated user's utility.
         index = rng_eval.integers(0, len(heldout), size=(2000, 2))
-        est = heldout_features[index] @ session.model.theta_
-        truth = true_utility[index]
-        informative = truth[:, 0] != truth[:, 1]
-        hits = (est[:, 0] > est[:, 1]) == (truth[:, 0] > truth[:, 1])
-        tied = np.isclose(est[:, 0], est[:, 1])
-        return float(np.where(tied, 0.5, hits)[informative].mean()) if informative.any() else None
+        accuracy = choice_accuracy(heldout_features[index] @ session.model.theta_, true_utility[index])
+        return None if np.isnan(accuracy) else accuracy
 
     rng_eval = np.random.default_rng(seed + 1)
     curve = [{"answers": 0, "reward_accuracy": reward_accuracy(),
               "share_preferred": person.share_preferred(before) if person else None}]
     updates = []
+    ask = TerminalAsker(out / "question.png") if interactive else person.answer
     for round_ in range(rounds):
-        t = time.perf_counter()
-        session.sample_candidates(pipe, candidates_per_round, [prompt], seed=seed * 100_000 + round_ * candidates_per_round)
-        timings["sample"] += time.perf_counter() - t
-        t = time.perf_counter()
-        queries = session.next_queries(k=k, batch=questions_per_round, seed=seed + round_)
-        timings["select"] += time.perf_counter() - t
-        for query in queries:
-            images = np.stack([session.store.load_image(c) for c in session.store.candidates(session_id, query.candidates)])
-            t = time.perf_counter()
-            choice = _ask_in_terminal(images, out / "question.png") if interactive else person.answer(images / 255.0)
-            session.answer(query.id, choice, latency=time.perf_counter() - t)
-            timings["answer"] += time.perf_counter() - t
-        t = time.perf_counter()
-        report = pipe.update_lora(progress=not interactive)
-        timings["update"] += time.perf_counter() - t
+        done = loop.run_round(ask, candidates_per_round, questions_per_round, seed=seed * 100_000 + round_ * candidates_per_round,
+                              question_seed=seed + round_, progress=not interactive)
+        for stage, seconds in done.seconds.items():
+            timings[stage] += seconds
+        report = done.report
         updates.append({"round": round_ + 1, "summary": report.summary(), "drift": report.drift, "steps": report.steps,
                         "seconds": round(report.seconds, 2)})
         t = time.perf_counter()
-        probe = _sample(pipe, 32, EVAL_SEED, prompt) if person else None
+        probe = loop.images(32, EVAL_SEED) if person else None
         timings["evaluate"] += time.perf_counter() - t
         n_answers = len(session.store.answers(session_id))
         curve.append({"answers": n_answers, "reward_accuracy": reward_accuracy(),
@@ -134,10 +101,11 @@ def run_demo(
               + (f"; share preferred {curve[-1]['share_preferred']:.2f}" if person else ""))
 
     t = time.perf_counter()
-    after = _sample(pipe, eval_samples, EVAL_SEED, prompt)
+    after = loop.images(eval_samples, EVAL_SEED)
     timings["evaluate"] += time.perf_counter() - t
     save_grid(after[:64], out / "after.png", columns=8)
-    paths = pipe.save_personalization(out / "lora", kohya_name=f"edpbrl_{session_id}.safetensors")
+    paths = write_lora(pipe, out / "lora", f"edpbrl_{session_id}.safetensors",
+                       {"session": session_id, "answers": session.model.n_answers_})
     status = session.status()
     summary = {
         "session": session_id,

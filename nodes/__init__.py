@@ -1,10 +1,10 @@
 """ComfyUI node classes: thin adapters over the engine in ``edpbrl_plugin``."""
 
-from edpbrl_plugin import registry
+from edpbrl_plugin.hosting import registry
 
 from . import comfy_bridge
-from .nodes_lora import SaveLoRA, SessionStatus, UpdateLoRA
 from .nodes_loop import Ask, DesignPrompts, FeatureEncoder, LoadPipeline, RecordAnswer, SampleCandidates, SelectQuery
+from .nodes_lora import SaveLoRA, SessionStatus, UpdateLoRA
 from .routes import register as _register_routes
 
 _NODES = {

@@ -10,18 +10,30 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
-
-from edpbrl_plugin import registry
-from edpbrl_plugin.broker import BROKER
-from edpbrl_plugin.registry import PipelineHandle
-from edpbrl_plugin.session import Candidates
-from edpbrl_plugin.store import PreferenceStore, StoreError
-from edpbrl_plugin.strategies import DEFAULT_STRATEGY, STRATEGIES
+from edpbrl_plugin import StoreError
+from edpbrl_plugin.hosting import registry
+from edpbrl_plugin.hosting.broker import BROKER
+from edpbrl_plugin.hosting.registry import PipelineHandle
+from edpbrl_plugin.loop.session import Candidates
+from edpbrl_plugin.querying.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 from . import comfy_bridge as comfy
-from .types import (ANSWER, CANDIDATES, ENCODER, PIPELINE, PROMPTS, QUERY, REWARD, AnswerToken, QueryToken, RewardToken,
-                    check_session, session_input_error, to_comfy, to_numpy)
+from .types import (
+    ANSWER,
+    CANDIDATES,
+    ENCODER,
+    PIPELINE,
+    PROMPTS,
+    QUERY,
+    REWARD,
+    AnswerToken,
+    QueryToken,
+    RewardToken,
+    check_session,
+    session_input_error,
+    to_comfy,
+    to_numpy,
+)
 
 CATEGORY = "EDPBRL"
 SESSION = ("STRING", {"default": "default", "tooltip": "Session id: the store keeps answers and LoRA versions per session (letters, digits, _ - .)."})
@@ -77,9 +89,8 @@ class LoadPipeline:
         if not resume_session.strip():
             return (base,)
         session = check_session(resume_session.strip())
-        db = registry.store()
-        versions = db.lora_versions(session) if db.has_session(session) else []
-        return (dataclasses.replace(base, session=session, version=versions[-1].version) if versions else base,)
+        version = registry.latest_version(session)
+        return (dataclasses.replace(base, session=session, version=version) if version else base,)
 
 
 class FeatureEncoder:
@@ -142,10 +153,10 @@ class SampleCandidates:
         if not isinstance(pipeline, PipelineHandle):
             raise ValueError("pipeline must come from Load pipeline or Update LoRA")
         lines = list(prompts) if prompts else [line.strip() for line in prompt.splitlines()] or [""]
-        pipe = registry.materialize(pipeline)
         active = _session(session, encoder)
-        candidates, images = active.sample_candidates(
-            pipe, count, lines or [""], active.fresh_seed(seed), steps, guidance, on_step=comfy.progress(steps, unique_id)
+        candidates, images = registry.loop(active.session, pipeline).sample(
+            count, active.fresh_seed(seed), lines or [""], num_inference_steps=steps, guidance_scale=guidance,
+            on_step=comfy.progress(steps, unique_id), check=comfy.check_interrupted,
         )
         return (to_comfy(images), candidates)
 
@@ -191,7 +202,7 @@ class DesignPrompts:
         if pipeline is not None:
             if not isinstance(pipeline, PipelineHandle):
                 raise ValueError("pipeline must come from Load pipeline or Update LoRA")
-            active.sample_word_examples(registry.materialize(pipeline), words, base_prompt)
+            registry.loop(active.session, pipeline).sample_word_examples(words, base_prompt)
         prompt_sets, design = active.design_prompts(
             words, k=k, budget=budget, n_queries=questions, base_prompt=base_prompt, seed=active.fresh_seed(seed),
             adaptive=adaptive
@@ -249,8 +260,7 @@ class SelectQuery:
             raise ValueError(f"k={k} is larger than the {len(candidates.ids)} candidates; sample more or lower k")
         active = _session(candidates.session)
         [query] = active.next_queries(k=k, candidate_ids=candidates.ids, strategy=strategy)
-        records = active.store.candidates(active.session, query.candidates)
-        options = np.stack([active.store.load_image(r) for r in records]).astype(np.float32) / 255.0
+        options = active.question_images(query.id)
         return (to_comfy(options), QueryToken(query.id, active.session, len(query.candidates)), float(query.information_gain))
 
 
@@ -283,28 +293,23 @@ class Ask:
         if not isinstance(query, QueryToken):
             raise ValueError("query must come from Select query")
         active = _session(query.session)
-        stored = active.store.get_query(query.id)
-        records = active.store.candidates(active.session, stored.candidates)
-        images = comfy.save_preview(np.stack([active.store.load_image(r) for r in records]) / 255.0, f"edpbrl_q{query.id}")
-        info = {"node": unique_id, "query": query.id, "session": query.session, "k": len(records), "images": images}
+        options = active.question_images(query.id)
+        images = comfy.save_preview(options, f"edpbrl_q{query.id}")
+        info = {"node": unique_id, "query": query.id, "session": query.session, "k": len(options), "images": images}
         ui = {"edpbrl_query": [info]}
-        if mode == "answer later" or stored.status != "pending":
-            record = _answer_of(active, query.id)
+        if mode == "answer later" or not active.is_open(query.id):
+            record = active.answer_of(query.id)
             return {"ui": ui, "result": (record.choice if record else "pending", AnswerToken(query.id, query.session, record.choice if record else None))}
         waiting = BROKER.register(query.id, query.session, unique_id, info)
         comfy.send("edpbrl-query", info)
-        record = BROKER.wait(waiting, timeout=timeout_s or None, check=comfy.check_interrupted, poll=lambda: _answer_of(active, query.id))
+        record = BROKER.wait(waiting, timeout=timeout_s or None, check=comfy.check_interrupted, poll=lambda: active.answer_of(query.id))
         if record is None and on_timeout == "skip":
             record = active.answer(query.id, "skip")
-        label = PreferenceStore.describe_choice(record.choice, len(records)) if record else "pending"
+        label = active.describe_answer(record) if record else "pending"
         comfy.send("edpbrl-answered", {"node": unique_id, "query": query.id, "answer": record.choice if record else "pending",
                                        "label": label})
         choice = record.choice if record else "pending"
         return {"ui": ui, "result": (choice, AnswerToken(query.id, query.session, None if record is None else choice))}
-
-
-def _answer_of(active, query_id: int):
-    return next((a for a in active.store.answers(active.session) if a.query == query_id), None)
 
 
 class RecordAnswer:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edpbrl_plugin import registry
-from edpbrl_plugin.personalize.export import save_kohya
-from edpbrl_plugin.personalize.updater import LATENT_DEFAULTS, METHODS, UpdateConfig
-from edpbrl_plugin.registry import PipelineHandle
-from edpbrl_plugin.report import status_image
+from edpbrl_plugin import UpdateConfig
+from edpbrl_plugin.hosting import registry
+from edpbrl_plugin.hosting.registry import PipelineHandle
+from edpbrl_plugin.loop.report import status_image
+from edpbrl_plugin.loop.versions import write_lora
+from edpbrl_plugin.tuning.updater import LATENT_DEFAULTS, METHODS
 
 from . import comfy_bridge as comfy
 from .nodes_loop import CATEGORY, SESSION, _session
 from .types import PIPELINE, REWARD, RewardToken, session_input_error, to_comfy
-
 
 # Learning rates span decades: a list reads and sets them exactly (a float widget rounds 1e-4 to its step's decimals).
 LEARNING_RATES = ("default", "1e-5", "2e-5", "5e-5", "1e-4", "2e-4", "5e-4", "1e-3", "2e-3", "4e-3", "1e-2")
@@ -55,16 +55,16 @@ class UpdateLoRA:
             raise ValueError("connect pipeline (Load pipeline / Update LoRA) and reward (Record + update reward)")
         if pipeline.session not in (None, reward.session):
             raise ValueError(f"the pipeline carries session {pipeline.session!r}'s LoRA, not {reward.session!r}")
-        active = _session(reward.session)
-        pipe = registry.materialize(pipeline)
+        _session(reward.session)
+        prompts = [line.strip() for line in prompt.splitlines()] or [""]
+        loop = registry.loop(reward.session, pipeline, prompts=prompts)
+        pipe = loop.pipe
         if learning_rate not in LEARNING_RATES:
             raise ValueError(f"learning_rate must be one of {LEARNING_RATES}, got {learning_rate!r}")
         rate = None if learning_rate == "default" else float(learning_rate)
         config = UpdateConfig.for_pipeline(pipe, method=method, steps=steps, learning_rate=rate,
                                            distill_samples=distill_samples or None, drift_cap=drift_cap)
-        prompts = [line.strip() for line in prompt.splitlines()] or [""]
-        report, version = active.update_lora(pipe, config, prompts, on_step=comfy.progress(steps, unique_id),
-                                             check=comfy.check_interrupted)
+        report, version = loop.update(config, on_step=comfy.progress(steps, unique_id), check=comfy.check_interrupted)
         ui = {"text": [report.summary()]}
         if version is None:
             return {"ui": ui, "result": (pipeline, 0.0, report.summary())}
@@ -98,10 +98,10 @@ class SaveLoRA:
         prefix = "".join(c for c in filename_prefix if c.isalnum() or c in "_-") or "edpbrl"
         name = f"{prefix}_{pipeline.session}_v{pipeline.version}.safetensors"
         active = _session(pipeline.session)
-        path = save_kohya(pipe.unet, comfy.loras_dir() / "edpbrl" / name,
-                          metadata={"session": pipeline.session, "version": pipeline.version, "answers": active.model.n_answers_,
-                                    "source": Path(pipeline.source).name})
-        diffusers = next(v.file for v in active.store.lora_versions(pipeline.session) if v.version == pipeline.version)
+        metadata = {"session": pipeline.session, "version": pipeline.version, "answers": active.model.n_answers_,
+                    "source": Path(pipeline.source).name}
+        path = write_lora(pipe, comfy.loras_dir() / "edpbrl", name, metadata, diffusers=False)["kohya"]
+        diffusers = registry.lora_version(pipeline.session, pipeline.version).file
         lora_name = f"edpbrl/{name}"
         return {"ui": {"text": [f"{lora_name} (kohya, {path})\n{diffusers} (diffusers)"]}, "result": (lora_name,)}
 

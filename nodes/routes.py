@@ -6,9 +6,9 @@ PromptServer (also reachable under ``/api/edpbrl/...``, where the frontend's ``a
 
 from __future__ import annotations
 
-from edpbrl_plugin import registry
-from edpbrl_plugin.broker import BROKER
-from edpbrl_plugin.store import PreferenceStore, StoreError
+from edpbrl_plugin import StoreError
+from edpbrl_plugin.hosting import registry
+from edpbrl_plugin.hosting.broker import BROKER
 
 from . import comfy_bridge as comfy
 
@@ -25,35 +25,25 @@ def answer(payload: dict) -> dict:
     except (TypeError, ValueError) as error:
         raise ValueError(f"query must be a question id, got {payload['query']!r}") from error
     latency = payload.get("latency")
-    try:
-        stored = registry.store().get_query(query)
-    except StoreError as error:
-        raise ValueError(f"unknown question {query}; GET /edpbrl/pending lists the open questions") from error
     active = registry.session_of_query(query)
     record = active.answer(query, payload["answer"], None if latency is None else float(latency))
     released = BROKER.deliver(query, record)
-    label = PreferenceStore.describe_choice(record.choice, len(stored.candidates))
+    label = active.describe_answer(record)
     return {"ok": True, "query": query, "session": record.session, "answer": record.choice, "label": label,
             "released": released}
 
 
 def pending(session: str | None = None) -> dict:
     """Questions a graph is blocked on (with their preview images) and questions queued for later."""
-    db = registry.store()
     waiting = [dict(w.info) for w in BROKER.waiting() if session in (None, w.session)]
     blocked = {w["query"] for w in waiting}
     queued = [{"query": q.id, "session": q.session, "k": len(q.candidates), "candidates": list(q.candidates)}
-              for q in db.pending_queries(session) if q.id not in blocked]
+              for q in registry.pending_questions(session) if q.id not in blocked]
     return {"waiting": waiting, "queued": queued}
 
 
 def candidate_image(session: str, candidate: int) -> bytes:
-    db = registry.store()
-    [record] = db.candidates(session, [int(candidate)])
-    path = db.image_file(record)
-    if path is None or not path.exists():
-        raise StoreError(f"candidate {candidate} has no stored image")
-    return path.read_bytes()
+    return registry.candidate_image_file(session, int(candidate)).read_bytes()
 
 
 def register() -> bool:

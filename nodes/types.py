@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edpbrl_plugin.store import validate_session_id
+from edpbrl_plugin.hosting import registry
 
 PIPELINE = "EDPBRL_PIPELINE"
 ENCODER = "EDPBRL_ENCODER"
@@ -44,7 +44,7 @@ class RewardToken:
 
 def check_session(session: str) -> str:
     try:
-        return validate_session_id(session)
+        return registry.check_session_id(session)
     except ValueError as error:
         raise ValueError(str(error)) from error
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -210,7 +209,7 @@ def run_in_frontend(url: str, workflow: Path, answer: str, screenshot: Path | No
             queue = json.loads(urllib.request.urlopen(f"{url}/queue").read())
             if done and not queue["queue_running"]:
                 browser.close()
-                return {"status": done[-1]["status"], "outputs": list(done[-1]["outputs"]), "console_errors": [l for l in logs if "error" in l.lower()]}
+                return {"status": done[-1]["status"], "outputs": list(done[-1]["outputs"]), "console_errors": [line for line in logs if "error" in line.lower()]}
             time.sleep(1)
         browser.close()
         raise TimeoutError("the workflow did not finish")

@@ -39,7 +39,7 @@ def pack_fixture(module_name: str):
         patch = pytest.MonkeyPatch()
         patch.setenv("EDPBRL_STORE", str(tmp / "prefs.db"))
         patch.setenv("EDPBRL_LORA_DIR", str(tmp / "loras"))
-        from edpbrl_plugin import registry
+        from edpbrl_plugin.hosting import registry
 
         registry.reset()
         yield load_pack(module_name)

@@ -57,13 +57,13 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
     from edpbrl_plugin.bench import align
 
     calls = {}
-    monkeypatch.setattr(align, "_BENCH", object())  # no encoder or pipeline needed: run_ours is replaced
+    monkeypatch.setattr(align, "_BENCH", object())  # no encoder or pipeline needed: run_loop is replaced
 
-    def run_ours(bench, user, seed, *sizes, **settings):
+    def run_loop(bench, user, seed, *sizes, **settings):
         calls[user] = settings
         return {"curve": [], "updates": [], "before": [], "after": []}
 
-    monkeypatch.setattr(align, "run_ours", run_ours)
+    monkeypatch.setattr(align, "run_loop", run_loop)
     settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4}
     for method in align.OURS_METHODS:
         align._run_job((method, method, 0, settings))  # user = method name, to tell the calls apart

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.special import log_expit, log_softmax
 
-from edpbrl_plugin.choice import Answer, ChoiceModel, pair_fisher_weight
-from edpbrl_plugin.fisher import mnl_fisher
+from edpbrl_plugin.learning.answers import Answer
+from edpbrl_plugin.learning.choice import ChoiceModel, pair_fisher_weight
+from edpbrl_plugin.querying.fisher import mnl_fisher
 
 
 def numeric_hessian(f, theta, eps=1e-4):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edpbrl_plugin.design import PromptDesign, WordSlots, theta_agnostic_information
+from edpbrl_plugin.querying.design import PromptDesign, WordSlots, theta_agnostic_information
 
 
 def random_slots(rng, n_slots=3, n_words=5, d=4):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edpbrl_plugin.embedded.shapes import ATTRIBUTES, render_batch, words_to_labels
-from edpbrl_plugin.embedded.weights import GENERATOR_DIR, load_attribute_encoder, load_pipeline
+from edpbrl_plugin.models.shapes.shapes import ATTRIBUTES, render_batch, words_to_labels
+from edpbrl_plugin.models.shapes.weights import GENERATOR_DIR, load_attribute_encoder, load_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_the_pipeline_is_small_and_uses_the_specified_scheduler(pipe):
 
 
 def test_save_pretrained_from_pretrained_round_trip(pipe, tmp_path):
-    from edpbrl_plugin.embedded.pipeline import ShapesPipeline
+    from edpbrl_plugin.models.shapes.pipeline import ShapesPipeline
 
     pipe.save_pretrained(tmp_path / "copy")
     again = ShapesPipeline.from_pretrained(tmp_path / "copy")

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from edpbrl_plugin.embedded.shapes import ATTRIBUTES, render_batch
-from edpbrl_plugin.features import EmbeddedEncoder, as_image_batch, load_encoder
+from edpbrl_plugin.features import as_image_batch, load_encoder
+from edpbrl_plugin.models.shapes import EmbeddedEncoder
+from edpbrl_plugin.models.shapes.shapes import ATTRIBUTES, render_batch
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from edpbrl_plugin.mixin import PersonalizationMixin, personalize
-from edpbrl_plugin.personalize.adapters import ADAPTER_NAME, adapters_disabled
-from edpbrl_plugin.personalize.denoiser import Denoiser
-from edpbrl_plugin.personalize.updater import UpdateConfig
-from edpbrl_plugin.store import PreferenceStore
 from tiny_pipelines import tiny_sd, tiny_sdxl
+
+from edpbrl_plugin import PersonalizationMixin, PreferenceStore, personalize
+from edpbrl_plugin.loop.training import training_data
+from edpbrl_plugin.tuning.adapters import ADAPTER_NAME, adapters_disabled
+from edpbrl_plugin.tuning.denoiser import Denoiser
+from edpbrl_plugin.tuning.updater import UpdateConfig
 
 FAST = UpdateConfig(steps=3, eval_every=3, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
                     guidance_scale=1.0, drift_cap=10.0)
@@ -71,28 +71,29 @@ def test_full_loop_on_a_tiny_pipeline_then_save_resume_and_load(tmp_path, factor
 def test_base_share_samples_the_first_candidates_with_the_adapter_off(tmp_path):
     """Questions keep showing what the base model makes: with base_share=0.5 the first half of the batch is
     exactly the base model's samples at those seeds and the rest the tuned model's; the store records both."""
-    from edpbrl_plugin.personalize.adapters import add_adapter
+    from edpbrl_plugin.tuning.adapters import add_adapter
 
     pipe = personalize(tiny_sd())
     pipe.set_progress_bar_config(disable=True)
-    session = pipe.start_personalization(tmp_path / "p.db", "s4", prompts=["x"], update_config=FAST)
+    pipe.start_personalization(tmp_path / "p.db", "s4", prompts=["x"], update_config=FAST)
+    loop = pipe.personalization_loop
     settings = {"num_inference_steps": 2, "guidance_scale": 1.0}
-    base = session.sample_candidates(pipe, 4, ["x"], seed=5, **settings)[1]
+    base = loop.sample(4, seed=5, **settings)[1]
     add_adapter(pipe.unet, rank=4, alpha=4.0)
     with torch.no_grad():
         for name, p in pipe.unet.named_parameters():
             if "lora_B" in name:
                 p.add_(torch.randn_like(p) * 0.3)
-    tuned = session.sample_candidates(pipe, 4, ["x"], seed=5, **settings)[1]
+    tuned = loop.sample(4, seed=5, **settings)[1]
     steps = []
-    candidates, mixed = session.sample_candidates(pipe, 4, ["x"], seed=5, base_share=0.5, on_step=lambda *a: steps.append(a), **settings)
+    candidates, mixed = loop.sample(4, seed=5, base_share=0.5, on_step=lambda *a: steps.append(a), **settings)
     np.testing.assert_allclose(mixed[:2], base[:2], atol=1e-5)
     np.testing.assert_allclose(mixed[2:], tuned[2:], atol=1e-5)
     assert np.abs(tuned - base).max() > 1e-2
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one progress bar over both halves
     assert candidates.seeds == [5, 6, 7, 8]
     with pytest.raises(ValueError, match="base_share must be a fraction"):
-        session.sample_candidates(pipe, 4, ["x"], base_share=1.5)
+        loop.sample(4, base_share=1.5)
 
 
 def test_like_dislike_and_skip_answers_flow_into_the_update(tmp_path):
@@ -102,15 +103,14 @@ def test_like_dislike_and_skip_answers_flow_into_the_update(tmp_path):
     candidates = pipe.sample_candidates(3, num_inference_steps=2, guidance_scale=1.0)
     for cid, answer in zip(candidates.ids, ("like", "dislike", "skip")):
         pipe.submit_answer(session.rating_query(cid).id if answer != "skip" else pipe.next_query().id, answer)
-    pairs, ratings = session.training_data()
+    pairs, ratings = training_data(session.store, session.session)
     assert pairs == [] and [r.label for r in ratings] == [1, -1]
     report = pipe.update_lora(progress=False, method="papa")
     assert report.changed and report.n_ratings == 2
 
 
 def test_mismatched_encoder_dims_between_sessions_is_a_clear_error(tmp_path):
-    from edpbrl_plugin.session import PersonalizationSession
-    from edpbrl_plugin.store import StoreError
+    from edpbrl_plugin import PersonalizationSession, StoreError
 
     PersonalizationSession(tmp_path / "p.db", "s3", encoder="embedded")
     with pytest.raises(StoreError, match="recorded with encoder embedded-attributes"):

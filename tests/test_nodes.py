@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_pack, pack_fixture
 import torch
+from conftest import load_pack, pack_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_STEPS = 4
@@ -72,7 +72,7 @@ def ask_in_thread(pack, query, **kwargs):
 
 
 def wait_until_waiting(query_id, timeout=10.0):
-    from edpbrl_plugin.broker import BROKER
+    from edpbrl_plugin.hosting.broker import BROKER
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +155,7 @@ def test_timeouts_follow_their_stated_policy_and_cancel_ends_the_wait(pack, loop
     _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="random", candidates=candidates)
     with pytest.raises(Interrupted):
         run(pack, "EDPBRL_Ask", query=query, mode="wait", timeout_s=0, on_timeout="leave pending")
-    from edpbrl_plugin.broker import BROKER
+    from edpbrl_plugin.hosting.broker import BROKER
 
     assert all(w.query != query.id for w in BROKER.waiting())
 
@@ -208,7 +208,7 @@ def comfy_host(tmp_path, monkeypatch):
     """The pack as a new ComfyUI user runs it: no ``EDPBRL_STORE``, a fresh HOME, ComfyUI's ``folder_paths``."""
     import types
 
-    from edpbrl_plugin import registry
+    from edpbrl_plugin.hosting import registry
 
     monkeypatch.delenv("EDPBRL_STORE", raising=False)
     monkeypatch.delenv("EDPBRL_LORA_DIR", raising=False)
@@ -232,7 +232,7 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
     """Each queue of the loop graph loads the session's latest LoRA from ComfyUI's store and adds one version."""
     pack, comfy = comfy_host
     routes = sys.modules["edpbrl_hosted.nodes.routes"]
-    from edpbrl_plugin.personalize.updater import UpdateConfig
+    from edpbrl_plugin.tuning.updater import UpdateConfig
 
     configure = UpdateConfig.for_pipeline.__func__  # this test is about the store: skip the reward checks' sampling
     monkeypatch.setattr(UpdateConfig, "for_pipeline",
@@ -254,7 +254,7 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
                             learning_rate="1e-3", distill_samples=0, drift_cap=5.0, prompt="")
         assert updated.version == round_
         run(pack, "EDPBRL_SessionStatus", session="my-taste", reward=reward)
-    from edpbrl_plugin.store import PreferenceStore
+    from edpbrl_plugin import PreferenceStore
 
     with PreferenceStore(comfy / "user" / "edpbrl" / "preferences.db") as db:
         assert [v.version for v in db.lora_versions("my-taste")] == [1, 2]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edpbrl_plugin.bench.store import crash_trials, start_writer
-from edpbrl_plugin.store import MIGRATIONS, SCHEMA_VERSION, PreferenceStore, StoreError, choices_to_answers
-
+from edpbrl_plugin.learning import answers
+from edpbrl_plugin.storage.store import MIGRATIONS, SCHEMA_VERSION, PreferenceStore, StoreError
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def test_answers_round_trip_and_restore_the_engine_answers(store):
     records = store.answers("s1")
     assert [(r.query, r.choice) for r in records] == [(q2.id, "tie"), (q1.id, "1")]
     ids, features = store.candidate_features("s1")
-    answers = choices_to_answers(records, {c: i for i, c in enumerate(ids)})
-    assert answers[1].outcome == 1 and answers[0].outcome == "tie"
+    assert [answers.to_outcome(r.choice) for r in records] == ["tie", 1]
+    assert answers.label(records[1].choice, 2) == "B" and answers.label("both_bad", 2) == "both bad"
     assert features.shape == (4, 3)
 
 
@@ -203,5 +203,5 @@ def test_two_processes_answering_different_sessions_lose_and_cross_nothing(tmp_p
 
 
 def test_the_store_never_imports_torch():
-    code = "import sys, edpbrl_plugin.store; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, edpbrl_plugin.storage.store; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edpbrl_plugin.users import LinearUser, Teacher, attribute_theta
+from edpbrl_plugin.simulate.teachers import LinearUser, Teacher, attribute_theta
 
 ATTRS = {"shape": ("circle", "star"), "hue": ("red", "blue"), "background": ("white", "black")}
 

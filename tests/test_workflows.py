@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pack_fixture
 import torch
+from conftest import pack_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 UI = sorted((ROOT / "workflows").glob("*.json"))
@@ -94,7 +94,7 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
     The Ask node runs in a thread and is answered through the route handler, like the widget does.
     """
     routes = sys.modules[f"{pack.__name__}.nodes.routes"]
-    from edpbrl_plugin.broker import BROKER
+    from edpbrl_plugin.hosting.broker import BROKER
 
     outputs: dict[str, tuple] = {}
     native = any(n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] != "embedded" for n in prompt.values())

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..embedded.judge import USER_PRESETS, AttributeJudge, make_user
-from ..embedded.weights import load_pipeline
-from ..features import EmbeddedEncoder
 from ..imaging import save_grid
-from ..personalize.updater import LoraUpdater, Rating, UpdateConfig
-from ..session import PersonalizationSession
+from ..loop.loop import PersonalizationLoop
+from ..loop.session import PersonalizationSession
+from ..models.shapes import AttributeJudge, EmbeddedEncoder
+from ..models.shapes.weights import load_pipeline
+from ..simulate.people import USER_PRESETS, make_user
+from ..tuning.updater import UpdateConfig
 from .common import environment, mean_ci, write_json
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
@@ -45,7 +46,7 @@ QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest f
 #: ``--quick``: one easy user, 3 seeds, ours vs PAPA at its best learning rate, shorter budgets (<= 20 min on 2 cores)
 QUICK = {"users": ["blue"], "seeds": 3, "budget": 20, "papa_budget": 30, "eval_samples": 32}
 EVAL_SEED = 50_000
-#: Our loop's variants: :func:`run_ours` settings, "update" holding :class:`UpdateConfig` overrides
+#: Our loop's variants: :func:`run_loop` settings, "update" holding :class:`UpdateConfig` overrides
 #: (every other method is papa@<learning rate>).
 OURS_METHODS: dict[str, dict] = {
     "ours": {},
@@ -63,75 +64,45 @@ class Bench:
         self.judge = AttributeJudge(self.encoder)
         self.eval_samples = eval_samples
         self.prompt = prompt
-        self._base_images: np.ndarray | None = None
 
-    def evaluate_base(self, pipe, user) -> tuple[dict, np.ndarray]:
-        """The base model's evaluation samples are the same for every run: sample them once."""
-        if self._base_images is None:
-            self._base_images = self.sample(pipe, self.eval_samples, EVAL_SEED)
-        labels = self.judge(self._base_images)
-        return {"share": float(user.taste.preferred(labels).mean()), "utility": float(user.taste.utility(labels).mean())}, self._base_images
-
-    def sample(self, pipe, n: int, seed: int) -> np.ndarray:
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-        return np.asarray(pipe(prompt=[self.prompt] * n, generator=generators, output_type="np").images, dtype=np.float32)
-
-    def evaluate(self, pipe, user, updater: LoraUpdater | None = None) -> tuple[dict, np.ndarray]:
-        images = updater.sample(self.eval_samples, EVAL_SEED)[0] if updater is not None else self.sample(pipe, self.eval_samples, EVAL_SEED)
+    def evaluate(self, loop: PersonalizationLoop, user) -> tuple[dict, np.ndarray]:
+        """Share preferred and mean utility of the loop's model on the fixed evaluation seeds (the same sampler
+        and seeds before and after every update, so the base point is the model the first update starts from)."""
+        images = loop.images(self.eval_samples, EVAL_SEED)
         labels = self.judge(images)
         return {"share": float(user.taste.preferred(labels).mean()), "utility": float(user.taste.utility(labels).mean())}, images
 
 
-def run_ours(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             strategy: str = "d_optimal", config: UpdateConfig | None = None, base_share: float = 0.0, k: int = 2) -> dict:
-    pipe = load_pipeline()
+def run_loop(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
+             config: UpdateConfig, k: int = 2, strategy: str = "d_optimal", base_share: float = 0.0) -> dict:
+    """One run of the loop until ``budget`` human actions: our variants (K-way questions on ``candidates``
+    fresh samples a round) and PAPA's (k = 1: like / dislike each of ``per_round`` fresh samples)."""
     user = make_user(user_name, seed=seed, judge=bench.judge)
+    answer = user.answer if k > 1 else (lambda images: user.rate(images)[0])
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
-        config = config or UpdateConfig(seed=seed)
-        updater = session.updater(pipe, config, [bench.prompt])
-        point, images = bench.evaluate_base(pipe, user)
+        loop = PersonalizationLoop(session, load_pipeline(), config, [bench.prompt], k=k, strategy=strategy,
+                                   base_share=base_share)
+        point, images = bench.evaluate(loop, user)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
         actions, round_ = 0, 0
         while actions < budget:
             round_ += 1
-            batch = session.sample_candidates(pipe, candidates, [bench.prompt], seed=seed * 1_000_003 + round_ * candidates,
-                                             base_share=base_share)[0]
             n = min(per_round, budget - actions)
-            for query in session.next_queries(k=k, batch=n, candidate_ids=batch.ids, strategy=strategy, seed=seed + round_):
-                options = np.stack([session.store.load_image(c) for c in session.store.candidates("bench", query.candidates)])
-                session.answer(query.id, user.answer(options / 255.0))
-                actions += 1
-            report, _ = session.update_lora(pipe, config, [bench.prompt])
+            pool = candidates if k > 1 else n
+            done = loop.run_round(answer, pool, n, seed=seed * 1_000_003 + round_ * pool, question_seed=seed + round_)
+            actions += len(done.answers)
+            report = done.report
             updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
                             "stopped": report.stopped})
-            point, images = bench.evaluate(pipe, user, updater)
+            point, images = bench.evaluate(loop, user)
             curve.append({"actions": actions, **point, "drift": report.drift})
     return {"curve": curve, "updates": updates, "before": first_images, "after": images}
 
 
-def run_papa(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, learning_rate: float) -> dict:
-    pipe = load_pipeline()
-    user = make_user(user_name, seed=seed, judge=bench.judge)
-    config = UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
-    updater = LoraUpdater(pipe, config, prompts=[bench.prompt])
-    point, images = bench.evaluate_base(pipe, user)
-    curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
-    ratings: list[Rating] = []
-    actions, round_ = 0, 0
-    while actions < budget:
-        round_ += 1
-        n = min(per_round, budget - actions)
-        shown, _ = updater.sample(n, seed * 1_000_003 + round_ * per_round)
-        for image, label in zip(shown, user.rate(shown)):
-            ratings.append(Rating(image, 1 if label == "like" else -1, bench.prompt))
-        actions += n
-        report = updater.update(ratings=ratings)
-        updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
-                        "stopped": report.stopped})
-        point, images = bench.evaluate(pipe, user, updater)
-        curve.append({"actions": actions, **point, "drift": report.drift})
-    return {"curve": curve, "updates": updates, "before": first_images, "after": images}
+def papa_config(seed: int, learning_rate: float) -> UpdateConfig:
+    """PAPA as its paper runs it: its loss and base pull only, no early stopping, no drift cap."""
+    return UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
 
 
 _BENCH: Bench | None = None
@@ -148,10 +119,11 @@ def _run_job(job: tuple) -> dict:
     if method in OURS_METHODS:
         variant = dict(OURS_METHODS[method])
         config = UpdateConfig(seed=seed, **variant.pop("update", {}))
-        result = run_ours(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"],
-                          config=config, **variant)
+        result = run_loop(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"], config=config,
+                          **variant)
     else:
-        result = run_papa(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], float(method.split("@")[1]))
+        config = papa_config(seed, float(method.split("@")[1]))
+        result = run_loop(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], 0, config=config, k=1)
     return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
             "updates": result["updates"], "seconds": time.perf_counter() - start,
             "before": result["before"][:32], "after": result["after"][:32]}
@@ -164,7 +136,7 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
     The summary covers every run in ``align_runs.jsonl`` (all users, methods and seeds there, each method's
     seed count reported), so running one more user or seed adds to ``align.json`` instead of replacing it.
     """
-    methods = sorted(methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS], key=_method_order)
+    methods = sorted(methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS], key=check_method)
     if unknown := [u for u in users if u not in USER_PRESETS]:
         raise ValueError(f"unknown simulated user(s) {unknown}; choose from {sorted(USER_PRESETS)}")
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +163,7 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
                   f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
         if pool:
             pool.shutdown()
-    summarised = sorted({r["method"] for r in runs.values()}, key=_method_order)
+    summarised = sorted({r["method"] for r in runs.values()}, key=check_method)
     summary = summarise(list(runs.values()), summarised)
     report = {"benchmark": "align", "users": list(summary), "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods},
               "methods": summarised, **settings,
@@ -202,8 +174,8 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
     return report
 
 
-def _method_order(method: str) -> tuple:
-    """Sort key that also checks the name: our variants in ``OURS_METHODS`` order, then the PAPA grid by learning rate."""
+def check_method(method: str) -> tuple:
+    """A method's sort key, which also checks its name: our variants in ``OURS_METHODS`` order, then the PAPA grid by learning rate."""
     try:
         rank, rate = ((len(OURS_METHODS), float(method.removeprefix("papa@"))) if method.startswith("papa@")
                       else (list(OURS_METHODS).index(method), 0.0))
@@ -252,7 +224,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     users = list(summary)
-    methods = sorted({m for u in users for m, v in summary[u].items() if isinstance(v, dict)}, key=_method_order)
+    methods = sorted({m for u in users for m, v in summary[u].items() if isinstance(v, dict)}, key=check_method)
     colors = {m: "black" if m == "ours" else f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(users), figsize=(4.2 * len(users), 3.4), squeeze=False)
     for ax, user in zip(axes[0], users):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..design import PromptDesign, WordSlots, theta_agnostic_information
+from ..querying.design import PromptDesign, WordSlots, theta_agnostic_information
 from .common import environment, markdown_table, write_json
 
 TOTAL_WORDS = 2500

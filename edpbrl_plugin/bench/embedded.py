@@ -12,18 +12,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..embedded.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from ..embedded.shapes import ATTRIBUTES, measure_background, measure_hue, render_batch
-from ..embedded.train import sample_grid_prompts
-from ..embedded.weights import load_pipeline
-from ..features import EmbeddedEncoder
 from ..imaging import save_grid, to_uint8
+from ..models.shapes import EmbeddedEncoder
+from ..models.shapes.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ..models.shapes.shapes import ATTRIBUTES, measure_background, measure_hue, render_batch
+from ..models.shapes.train import sample_grid_prompts
+from ..models.shapes.weights import load_pipeline
 from .common import environment, markdown_table, timed, write_json
 
 TARGETS = {"hue": 0.90, "fill": 0.90, "background": 0.90, "shape": 0.80}

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choice import Answer, ChoiceModel
-from ..design import PromptDesign, WordSlots
-from ..metrics import choice_accuracy, cosine_error
-from ..strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
-from ..users import LinearUser, Teacher
+from ..learning.answers import Answer
+from ..learning.choice import ChoiceModel
+from ..learning.metrics import choice_accuracy, cosine_error
+from ..querying.design import PromptDesign, WordSlots
+from ..querying.strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
+from ..simulate.teachers import LinearUser, Teacher
 from .common import bootstrap_ci, environment, mean_ci, write_json
 
 SETTINGS = ("A", "B", "C-w10-k2", "C-w50-k2", "C-w10-k4", "C-w50-k4", "D")
@@ -180,14 +181,6 @@ def eubo_from_joint(mean: np.ndarray, cov: np.ndarray, i: np.ndarray, j: np.ndar
     return sigma * (norm.pdf(u) + u * norm.cdf(u)) + mean[j]
 
 
-def _peer_accuracy(peer: _BotorchPeer, test: np.ndarray, theta_star: np.ndarray) -> float:
-    utilities = peer.utilities(test.reshape(-1, test.shape[-1])).reshape(test.shape[:2])
-    true = test @ theta_star
-    hits = np.take_along_axis(true, utilities.argmax(1)[:, None], 1)[:, 0] == true.max(1)
-    tied = np.isclose(utilities.max(1), utilities.min(1))
-    return float(np.where(tied, 0.5, hits).mean())
-
-
 def _prompt_pool(problem: Problem, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     episodes = problem.design.sample(math.ceil(size / problem.k), rng)
     return problem.slots.prompt_features(episodes.reshape(-1, episodes.shape[-1]))[:size]
@@ -203,7 +196,9 @@ def run_curve(setting: str, strategy: str, seed: int, n_answers: int) -> dict:
     if peer is not None:
         peer.fit(None, [])
     points, comparisons = [], []
-    accuracy = [choice_accuracy(model.theta_, problem.theta_star, problem.test)]
+    true = problem.test @ problem.theta_star
+    flat = problem.test.reshape(-1, problem.test.shape[-1])  # every option of every held-out question, for the peer
+    accuracy = [choice_accuracy(problem.test @ model.theta_, true)]
     cosine = [cosine_error(model.theta_, problem.theta_star)]
     select_seconds = []
     design = problem.design
@@ -232,10 +227,10 @@ def run_curve(setting: str, strategy: str, seed: int, n_answers: int) -> dict:
             comparisons.append((len(points) - 2, len(points) - 1))
         if peer is not None:
             peer.fit(np.asarray(points) if points else None, comparisons)
-            accuracy.append(_peer_accuracy(peer, problem.test, problem.theta_star))
+            accuracy.append(choice_accuracy(peer.utilities(flat).reshape(true.shape), true))
             cosine.append(float("nan"))
         else:
-            accuracy.append(choice_accuracy(model.theta_, problem.theta_star, problem.test))
+            accuracy.append(choice_accuracy(problem.test @ model.theta_, true))
             cosine.append(cosine_error(model.theta_, problem.theta_star))
     return {
         "setting": setting,

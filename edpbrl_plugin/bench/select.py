@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..choice import Answer, ChoiceModel
-from ..strategies import DEFAULT_STRATEGY, make_strategy
+from ..learning.answers import Answer
+from ..learning.choice import ChoiceModel
+from ..querying.strategies import DEFAULT_STRATEGY, make_strategy
 from .common import environment, markdown_table, timed, write_json
 
 SIZES = (64, 256, 1024)

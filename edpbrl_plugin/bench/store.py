@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..store import PreferenceStore
+from ..storage.store import PreferenceStore
 from .common import environment, write_json
 
 

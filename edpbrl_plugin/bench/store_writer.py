@@ -6,7 +6,7 @@ Prints "ack <question id> <choice>" only after submit_answer returned (the answe
 
 import sys
 
-from edpbrl_plugin.store import PreferenceStore
+from edpbrl_plugin.storage.store import PreferenceStore
 
 db, session, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = PreferenceStore(db)

@@ -1,1 +1,0 @@
-"""Online personalization of a diffusion model: PEFT LoRA updates from answers, drift guard, export."""

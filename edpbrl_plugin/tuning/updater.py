@@ -1,0 +1,447 @@
+"""Online LoRA updates from answers: the default schedule and the PAPA / EPAPA / DPO / distillation variants.
+
+Methods (``UpdateConfig.method``):
+
+* ``"default"``: Diffusion-DPO on the answered pairs (winner vs each loser of a K-set) + PAPA on any
+  like/dislike answers + learned-reward distillation (the reward model scores a pool of base-model
+  samples; training batches are drawn from it ∝ exp(r/τ)). Distillation multiplies each human answer.
+* ``"dpo"``: Diffusion-DPO on answered pairs only.
+* ``"papa"``: PAPA on like/dislike answers: ELBO-weighted signed denoising loss + base pull.
+* ``"epapa"``: PAPA trained and used only at forward timesteps t >= ``epapa_min_timestep``.
+* ``"distill"``: reward distillation only.
+
+Every update keeps the base model as the reference (adapter off), stops early when the reward of
+fresh samples stops improving, restores the last good adapter on a NaN loss, and measures drift
+from the base at each check, stopping (and restoring) when it passes ``drift_cap``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import (
+    ADAPTER_NAME,
+    adapter_state,
+    adapters_disabled,
+    add_adapter,
+    has_adapter,
+    load_adapter_state,
+    restart_adapter,
+    trainable_parameters,
+)
+from .denoiser import Denoiser, concat_conditions, repeat_condition
+from .drift import DriftMonitor
+from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
+from .sampling import cycle, sample_images
+
+METHODS = ("default", "dpo", "papa", "epapa", "distill")
+_BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
+BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
+
+
+def _with_autograd(method):
+    """Run ``method`` with autograd on. Hosts may call us under ``torch.inference_mode()`` (ComfyUI runs
+    every node inside it) or ``torch.no_grad()``; training needs neither."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _release_inference_tensors(module: torch.nn.Module) -> None:
+    """Replace parameters and buffers created under inference mode (a pipeline loaded inside a ComfyUI node)
+    by normal copies: autograd cannot save inference tensors for the backward pass. A no-op once released."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None and param.is_inference():
+                sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=param.requires_grad)
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None and buffer.is_inference():
+                sub._buffers[name] = buffer.clone()
+
+
+def _weights_key(unet) -> tuple:
+    """Identifies the base weights (LoRA parameters excluded) cheaply: architecture plus a few parameter sums."""
+    from .export import base_fingerprint
+
+    sums = [float(p.detach().float().sum()) for n, p in list(unet.named_parameters())[:8] if "lora_" not in n]
+    return (base_fingerprint(unet), tuple(round(v, 4) for v in sums))
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A winner and a loser image (``[H, W, 3]`` in 0..1) with the prompts they were sampled from."""
+
+    winner: np.ndarray
+    loser: np.ndarray
+    winner_prompt: str = ""
+    loser_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class Rating:
+    """A like (+1) or dislike (−1) of one image."""
+
+    image: np.ndarray
+    label: int
+    prompt: str = ""
+
+
+@dataclass
+class UpdateConfig:
+    """Update settings. Defaults were tuned on the embedded model (``edpbrl bench align``);
+    :meth:`for_pipeline` gives the defaults for any pipeline (latent ones such as Stable Diffusion get
+    :data:`LATENT_DEFAULTS`)."""
+
+    method: str = "default"
+    rank: int = 4
+    alpha: float = 4.0
+    targets: list[str] | None = None
+    learning_rate: float = 4e-3
+    steps: int = 60
+    batch_size: int = 8
+    dpo_beta: float = 2000.0
+    distill_samples: int = 256
+    distill_source: str = "base"  # "base": a cached pool of base-model samples; "current": fresh samples each update
+    distill_temperature: float = 0.5  # τ as a fraction of the rewards' standard deviation
+    distill_weight: float = 1.0
+    # False: each update starts again from the base model (every lora_B zeroed) and fits all answers so far, so
+    # an early update fitted on few, noisy answers is not where later ones start (``edpbrl bench align``'s ours-fresh)
+    warm_start: bool = True
+    papa_c_pref: float = 0.1
+    papa_c_base: float = 0.009
+    unlikelihood_cap: float = 2.0
+    epapa_min_timestep: int = 400
+    eval_every: int = 20
+    eval_samples: int = 32
+    early_stopping: bool = True
+    patience: int = 2  # checks in a row whose reward is worse than the best by > tolerance standard errors
+    tolerance: float = 2.0
+    drift_cap: float = 0.5
+    num_inference_steps: int = 20
+    guidance_scale: float = 2.0
+    sample_batch_size: int = 32
+    seed: int = 0
+
+    @classmethod
+    def for_pipeline(cls, pipe, **overrides) -> UpdateConfig:
+        """Defaults sized for ``pipe``, then ``overrides`` (``None`` values keep the default).
+
+        A latent pipeline's sample costs ~100x an embedded one and its UNet is ~1000x larger, so it gets
+        a lower learning rate and a smaller distillation pool and reward check.
+        """
+        latent = getattr(pipe, "vae", None) is not None
+        settings = {**(LATENT_DEFAULTS if latent else {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**settings)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.distill_source not in ("base", "current"):
+            raise ValueError(f"distill_source must be 'base' or 'current', got {self.distill_source!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
+
+
+#: Defaults for latent pipelines (Stable Diffusion, SDXL), used by :meth:`UpdateConfig.for_pipeline`.
+LATENT_DEFAULTS = {"learning_rate": 1e-4, "distill_samples": 32, "eval_samples": 8}
+
+
+@dataclass
+class UpdateReport:
+    method: str
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    reward_before: float | None = None
+    reward_after: float | None = None
+    drift: float = 0.0
+    stopped: str | None = None
+    n_pairs: int = 0
+    n_ratings: int = 0
+    distill_ess: float | None = None  # effective number of pool samples the distillation trains on
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return self.steps > 0
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"no update: {self.stopped}"
+        reward = ""
+        if self.reward_before is not None and self.reward_after is not None:
+            reward = f", reward of fresh samples {self.reward_before:.3f} -> {self.reward_after:.3f}"
+        stop = f" (stopped: {self.stopped})" if self.stopped else ""
+        pool = f", distilled from ~{self.distill_ess:.0f} pool samples" if self.distill_ess is not None else ""
+        return (f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
+                f"drift {self.drift:.4f}{stop}")
+
+
+class LoraUpdater:
+    """Runs updates of one pipeline's preference adapter.
+
+    Args:
+        pipe: a diffusers pipeline with a UNet (embedded, SD, SDXL).
+        config: :class:`UpdateConfig`.
+        reward_fn: images ``[B, H, W, 3]`` -> learned rewards ``[B]`` (needed for distillation and
+            early stopping; without it those parts are skipped).
+        prompts: the prompts fresh samples are drawn from.
+        anchor_prompts: prompts for the drift check (default: ``prompts``).
+    """
+
+    @_with_autograd
+    def __init__(self, pipe, config: UpdateConfig | None = None, reward_fn: Callable | None = None,
+                 prompts: Sequence[str] = ("",), anchor_prompts: Sequence[str] | None = None):
+        self.pipe = pipe
+        self.config = config or UpdateConfig()
+        self.reward_fn = reward_fn
+        self.prompts = list(prompts) or [""]
+        self.denoiser = Denoiser(pipe)
+        self.unet = pipe.unet
+        self._ensure_adapter()
+        base_sampler = functools.partial(self._sample_images, adapters=False)
+        self.drift = DriftMonitor(self.denoiser, base_sampler, anchor_prompts or self.prompts)
+        self._weights = elbo_weights(self.denoiser)
+        self._round = 0
+        self._check: Callable[[], None] | None = None  # the host's cancel check while an update runs
+        self._on_step: Callable[[int, int], None] | None = None  # the host's progress bar while an update runs
+        self.progress = False
+        self.image_size: tuple[int, int] | None = None  # latent pipelines sample at the size the user judged
+
+    def _ensure_adapter(self) -> None:
+        if not has_adapter(self.unet, ADAPTER_NAME):
+            add_adapter(self.unet, self.config.rank, self.config.alpha, self.config.targets, seed=self.config.seed)
+
+    # ------------------------------------------------------------------ sampling
+    @property
+    def min_timestep(self) -> int:
+        return self.config.epapa_min_timestep if self.config.method == "epapa" else 0
+
+    def _sample_images(self, prompts: list[str], seed: int, show_progress: bool = False, adapters: bool = True) -> np.ndarray:
+        """Images for ``prompts`` with seeds ``seed, seed+1, ...`` (the one sampler), at the size the user judged.
+        ``show_progress`` drives the host's progress bar with the denoising steps (the distillation pool: minutes
+        for SD on a CPU); the host's cancel check runs after every denoising step."""
+        size = self.image_size if self.denoiser.latent and self.image_size else None
+        return sample_images(self.pipe, prompts, range(seed, seed + len(prompts)), self.config.num_inference_steps,
+                             self.config.guidance_scale, size=size, adapters=adapters,
+                             min_timestep=self.min_timestep if adapters else 0, batch_size=self.config.sample_batch_size,
+                             on_step=self._on_step if show_progress else None, check=self._check)
+
+    def sample(self, n: int, seed: int, prompts: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """``n`` images of the current (tuned) model and their prompts; EPAPA adapters are gated by timestep."""
+        chosen = cycle(prompts or self.prompts, n)
+        return self._sample_images(chosen, seed), chosen
+
+    def _mean_reward(self, seed: int) -> tuple[float, float] | None:
+        """Mean learned reward of fresh samples at fixed seeds, and its standard error."""
+        if self.reward_fn is None:
+            return None
+        images, _ = self.sample(self.config.eval_samples, seed)
+        rewards = np.asarray(self.reward_fn(images), dtype=np.float64)
+        return float(rewards.mean()), float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
+
+    def _distill_pool(self, seed: int) -> tuple[np.ndarray, list[str]]:
+        """Images the learned reward re-weights for distillation.
+
+        ``"base"`` (default): one cached pool of base-model samples. Weighted denoising on it fits
+        p_base(x)·exp(r(x)/τ), the optimum of "maximise reward, stay close (KL) to the base", and every
+        training image is a clean base sample, so repeated updates do not train on their own artefacts.
+        ``"current"``: fresh samples of the tuned model each update (on-policy RWR; drifts faster).
+        """
+        if self.config.distill_source == "current":
+            return self.sample(self.config.distill_samples, seed)
+        key = (_weights_key(self.unet), self.config.distill_samples, tuple(self.prompts),
+               self.config.num_inference_steps, self.config.guidance_scale, self.image_size)
+        if key not in _BASE_POOLS:
+            prompts = cycle(self.prompts, self.config.distill_samples)
+            images = self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False)
+            _BASE_POOLS.clear()  # one pool at a time: they are large
+            _BASE_POOLS[key] = (images, prompts)
+        return _BASE_POOLS[key]
+
+    # ------------------------------------------------------------------ losses
+    def _errors(self, x0, condition, noise, t, epsilon_space: bool = False) -> torch.Tensor:
+        x_t = self.denoiser.add_noise(x0, noise, t)
+        prediction = self.denoiser.predict(x_t, t, condition)
+        if epsilon_space:
+            return per_sample_mse(self.denoiser.to_epsilon(prediction, x_t, t), noise)
+        return per_sample_mse(prediction, self.denoiser.target(x0, noise, t))
+
+    def _dpo_term(self, data, gen) -> torch.Tensor:
+        x_w, x_l, cond_w, cond_l = data
+        idx = torch.randint(0, len(x_w), (min(self.config.batch_size, len(x_w)),), generator=gen)
+        b = len(idx)
+        noise = torch.randn(x_w[idx].shape, generator=gen).to(x_w)
+        t = self.denoiser.sample_timesteps(b, gen, self.min_timestep)
+        x0 = torch.cat([x_w[idx], x_l[idx]])
+        condition = concat_conditions(repeat_condition(cond_w, idx), repeat_condition(cond_l, idx))
+        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
+        model = self._errors(x0, condition, noise2, t2)
+        with torch.no_grad(), adapters_disabled(self.unet):
+            ref = self._errors(x0, condition, noise2, t2)
+        loss, _ = dpo_loss(model[:b], model[b:], ref[:b], ref[b:], self.config.dpo_beta)
+        return loss
+
+    def _papa_term(self, data, gen) -> torch.Tensor:
+        x0_all, cond_all, labels_all = data
+        idx = torch.randint(0, len(x0_all), (min(self.config.batch_size, len(x0_all)),), generator=gen)
+        x0, condition, labels = x0_all[idx], repeat_condition(cond_all, idx), labels_all[idx]
+        noise = torch.randn(x0.shape, generator=gen).to(x0)
+        t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
+        x_t = self.denoiser.add_noise(x0, noise, t)
+        eps = self.denoiser.to_epsilon(self.denoiser.predict(x_t, t, condition), x_t, t)
+        with torch.no_grad(), adapters_disabled(self.unet):
+            eps_base = self.denoiser.to_epsilon(self.denoiser.predict(x_t, t, condition), x_t, t)
+        error, base_error = per_sample_mse(eps, noise), per_sample_mse(eps_base, noise)
+        pull = per_sample_mse(eps, eps_base)
+        c = self.config
+        return papa_loss(error, base_error, pull, labels, self._weights.to(t.device)[t], c.papa_c_pref, c.papa_c_base,
+                         c.unlikelihood_cap)
+
+    def _distill_term(self, data, gen) -> torch.Tensor:
+        x0_all, cond_all, probabilities = data
+        idx = torch.multinomial(probabilities, self.config.batch_size, replacement=True, generator=gen)
+        noise = torch.randn(x0_all[idx].shape, generator=gen).to(x0_all)
+        t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
+        return self.config.distill_weight * self._errors(x0_all[idx], repeat_condition(cond_all, idx), noise, t).mean()
+
+    # ------------------------------------------------------------------ the update
+    def _prepare(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating], seed: int) -> dict:
+        method, terms = self.config.method, {}
+        if pairs and method in ("default", "dpo"):
+            terms["dpo"] = (
+                self.denoiser.encode_images(np.stack([p.winner for p in pairs])),
+                self.denoiser.encode_images(np.stack([p.loser for p in pairs])),
+                self.denoiser.condition([p.winner_prompt for p in pairs]),
+                self.denoiser.condition([p.loser_prompt for p in pairs]),
+            )
+        if ratings and method in ("default", "papa", "epapa"):
+            terms["papa"] = (
+                self.denoiser.encode_images(np.stack([r.image for r in ratings])),
+                self.denoiser.condition([r.prompt for r in ratings]),
+                torch.tensor([1.0 if r.label > 0 else -1.0 for r in ratings], device=self.denoiser.device),
+            )
+        if self.reward_fn is not None and method in ("default", "distill") and (terms or method == "distill"):
+            images, prompts = self._distill_pool(seed)
+            rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float64))
+            spread = float(rewards.std()) if len(rewards) > 1 else 0.0
+            if spread > 1e-6:
+                probabilities = reward_tilt(rewards, self.config.distill_temperature * spread)
+                terms["distill"] = (self.denoiser.encode_images(images), self.denoiser.condition(prompts), probabilities)
+        return terms
+
+    @_with_autograd
+    def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
+               on_step: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None) -> UpdateReport:
+        """One update of the adapter from these answers (typically all answers so far).
+
+        ``on_step(done, total)`` drives a host's progress bar: after every denoising step while a new
+        distillation pool is sampled (``total`` = its denoising steps), then after every optimiser step
+        (``total`` = ``steps``).
+        ``check()`` is called after every optimiser step and every denoising step of the sampling
+        inside the update; it cancels the update by raising (ComfyUI's interrupt), and the adapter is
+        then put back as it was before the update, so the pipeline still matches its version.
+        """
+        _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
+        self._ensure_adapter()
+        before = adapter_state(self.unet)
+        self._check, self._on_step = check, on_step
+        try:
+            return self._update(pairs, ratings)
+        except BaseException:
+            load_adapter_state(self.unet, before)
+            self.unet.eval()
+            raise
+        finally:
+            self._check = self._on_step = None
+
+    def _update(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating]) -> UpdateReport:
+        start = time.perf_counter()
+        c = self.config
+        self._round += 1
+        seed = c.seed * 7919 + self._round
+        report = UpdateReport(c.method, n_pairs=len(pairs), n_ratings=len(ratings))
+        needs = {"dpo": "answered pairs", "papa": "like/dislike answers", "epapa": "like/dislike answers"}
+        if (c.method == "dpo" and not pairs) or (c.method in ("papa", "epapa") and not ratings) or (
+            c.method == "default" and not pairs and not ratings
+        ):
+            report.stopped = f"no usable answers ({needs.get(c.method, 'pairs or ratings')} needed; skips carry none)"
+            return report
+        if c.method == "distill" and self.reward_fn is None:
+            report.stopped = "distillation needs a reward model"
+            return report
+        self.unet.set_adapter(ADAPTER_NAME)
+        if not c.warm_start:
+            restart_adapter(self.unet)
+        judged = pairs[0].winner if pairs else ratings[0].image if ratings else None
+        if judged is not None:
+            self.image_size = tuple(np.shape(judged)[:2])
+        terms = self._prepare(pairs, ratings, seed)
+        if not terms:
+            report.stopped = "no usable answers"
+            return report
+        if "distill" in terms:
+            report.distill_ess = effective_sample_size(terms["distill"][2])
+        params = trainable_parameters(self.unet)
+        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
+        gen = torch.Generator().manual_seed(seed)
+        checked = self._mean_reward(seed + 1) if c.early_stopping else None
+        best = None if checked is None else (checked[0], adapter_state(self.unet))
+        report.reward_before = report.reward_after = None if checked is None else checked[0]
+        good_state, worse_checks = adapter_state(self.unet), 0
+        self.unet.train()
+        for step in tqdm(range(1, c.steps + 1), desc="LoRA update", disable=not self.progress, leave=False):
+            loss = 0.0
+            if "dpo" in terms:
+                loss = loss + self._dpo_term(terms["dpo"], gen)
+            if "papa" in terms:
+                loss = loss + self._papa_term(terms["papa"], gen)
+            if "distill" in terms:
+                loss = loss + self._distill_term(terms["distill"], gen)
+            if not torch.isfinite(loss):
+                load_adapter_state(self.unet, good_state)
+                report.stopped = f"non-finite loss at step {step}; restored the last good adapter"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            report.steps = step
+            report.losses.append(float(loss.detach()))
+            if self._on_step is not None:
+                self._on_step(step, c.steps)
+            if self._check is not None:
+                self._check()
+            if step % c.eval_every == 0 or step == c.steps:
+                drift = self.drift.measure()
+                if drift > c.drift_cap:
+                    load_adapter_state(self.unet, good_state)  # its reward is already in report.reward_after
+                    report.stopped = f"drift {drift:.3f} passed the cap {c.drift_cap}; restored the adapter from before it"
+                    break
+                good_state = adapter_state(self.unet)
+                if best is not None:
+                    reward, stderr = self._mean_reward(seed + 1)
+                    report.reward_after = reward
+                    if reward > best[0]:
+                        best, worse_checks = (reward, good_state), 0
+                    elif reward < best[0] - c.tolerance * stderr:
+                        worse_checks += 1
+                    if worse_checks >= c.patience or (step == c.steps and reward < best[0] - c.tolerance * stderr):
+                        load_adapter_state(self.unet, best[1])
+                        report.reward_after = best[0]
+                        report.stopped = "reward of fresh samples stopped improving; kept the best adapter"
+                        break
+        self.unet.eval()
+        report.drift = self.drift.measure()
+        report.seconds = time.perf_counter() - start
+        return report

@@ -1,0 +1,347 @@
+"""LoRA updates: DPO / PAPA / EPAPA losses, export formats ComfyUI and diffusers load, update guards."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_pipelines import sd15_shaped_unet, tiny_sd, tiny_sdxl
+
+from edpbrl_plugin.tuning.adapters import ADAPTER_NAME, TimestepGate, adapter_state, adapters_disabled, add_adapter
+from edpbrl_plugin.tuning.denoiser import Denoiser
+from edpbrl_plugin.tuning.export import kohya_state_dict, load_lora, read_metadata, save_diffusers, save_kohya
+from edpbrl_plugin.tuning.losses import dpo_loss, elbo_weights, papa_loss, per_sample_mse
+from edpbrl_plugin.tuning.updater import LoraUpdater, PreferencePair, Rating, UpdateConfig
+
+
+@pytest.fixture
+def sd():
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _perturb_adapter(unet, scale=0.3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def _errors(denoiser, x0, cond, noise, t):
+    x_t = denoiser.add_noise(x0, noise, t)
+    return per_sample_mse(denoiser.predict(x_t, t, cond), denoiser.target(x0, noise, t))
+
+
+def _pair_inputs(sd, same=False):
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 32, 32, 3, generator=gen).numpy()
+    if same:
+        images[1] = images[0]
+    denoiser = Denoiser(sd)
+    x0 = denoiser.encode_images(images)
+    cond = denoiser.condition(["a castle"] * 2)
+    noise = torch.randn(x0[:1].shape, generator=gen).repeat(2, 1, 1, 1)
+    t = torch.tensor([500, 500])
+    return denoiser, x0, cond, noise, t
+
+
+def _dpo(sd, denoiser, x0, cond, noise, t, beta=2000.0):
+    model = _errors(denoiser, x0, cond, noise, t)
+    with torch.no_grad(), adapters_disabled(sd.unet):
+        ref = _errors(denoiser, x0, cond, noise, t)
+    return dpo_loss(model[:1], model[1:], ref[:1], ref[1:], beta)[0]
+
+
+def test_dpo_loss_is_log2_at_the_reference_and_its_gradient_vanishes_only_for_identical_pairs(sd):
+    add_adapter(sd.unet, rank=4, alpha=8)
+    _perturb_adapter(sd.unet)  # a trained-looking adapter: LoRA A and B both non-zero
+    norms = {}
+    for same in (False, True):
+        denoiser, x0, cond, noise, t = _pair_inputs(sd, same)
+        with adapters_disabled(sd.unet):  # model = reference
+            errors = _errors(denoiser, x0, cond, noise, t)
+        assert dpo_loss(errors[:1], errors[1:], errors[:1], errors[1:], 2000.0)[0].item() == pytest.approx(math.log(2))
+        sd.unet.zero_grad()
+        _dpo(sd, denoiser, x0, cond, noise, t).backward()
+        norms[same] = sum(float(p.grad.abs().sum()) for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None)
+    assert norms[False] > 0 and norms[True] <= 1e-4 * norms[False]  # float32 round-off only
+
+
+def test_zero_initialised_adapter_gives_log2_and_a_nonzero_gradient(sd):
+    add_adapter(sd.unet, rank=4, alpha=4)
+    denoiser, x0, cond, noise, t = _pair_inputs(sd)
+    loss = _dpo(sd, denoiser, x0, cond, noise, t)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in sd.unet.named_parameters() if "lora_B" in n)
+
+
+def test_one_dpo_step_lowers_the_winner_error_relative_to_the_loser(sd):
+    add_adapter(sd.unet, rank=4, alpha=4)
+    denoiser, x0, cond, noise, t = _pair_inputs(sd)
+    params = [p for n, p in sd.unet.named_parameters() if "lora_" in n]
+    before = _errors(denoiser, x0, cond, noise, t).detach()
+    optimizer = torch.optim.SGD(params, lr=1e-2)
+    _dpo(sd, denoiser, x0, cond, noise, t).backward()
+    optimizer.step()
+    after = _errors(denoiser, x0, cond, noise, t).detach()
+    assert (after[0] - after[1]) < (before[0] - before[1])
+
+
+def test_papa_loss_sign_follows_like_and_dislike():
+    error, base, pull = torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), torch.zeros(2)
+    weights = torch.ones(2)
+    liked = papa_loss(error, base, pull, torch.tensor([1.0, 1.0]), weights)
+    disliked = papa_loss(error, base, pull, torch.tensor([-1.0, -1.0]), weights)
+    assert liked > 0 > disliked
+    # The unlikelihood term is bounded: a huge error on a disliked sample cannot push the loss to −∞.
+    huge = papa_loss(torch.tensor([1e9]), torch.tensor([0.5]), torch.zeros(1), torch.tensor([-1.0]), torch.ones(1))
+    assert huge.item() == pytest.approx(-0.1 * 2.0 * 0.5)
+
+
+def test_papa_loss_is_finite_at_the_schedule_end_points_for_v_prediction_zero_snr(sd):
+    from diffusers import DDIMScheduler
+
+    sd.scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                                 rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    denoiser = Denoiser(sd)
+    weights = elbo_weights(denoiser)
+    assert torch.isfinite(weights).all() and weights.mean() == pytest.approx(1.0, abs=1e-5)
+    add_adapter(sd.unet, rank=2)
+    _perturb_adapter(sd.unet)
+    x0 = denoiser.encode_images(np.random.default_rng(0).random((2, 32, 32, 3)))
+    cond = denoiser.condition(["a", "b"])
+    for t_value in (0, denoiser.num_train_timesteps - 1):
+        t = torch.full((2,), t_value)
+        noise = torch.randn(x0.shape)
+        x_t = denoiser.add_noise(x0, noise, t)
+        eps = denoiser.to_epsilon(denoiser.predict(x_t, t, cond), x_t, t)
+        with torch.no_grad(), adapters_disabled(sd.unet):
+            eps_base = denoiser.to_epsilon(denoiser.predict(x_t, t, cond), x_t, t)
+        loss = papa_loss(per_sample_mse(eps, noise), per_sample_mse(eps_base, noise), per_sample_mse(eps, eps_base),
+                         torch.tensor([1.0, -1.0]), weights[t])
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None)
+
+
+def test_epapa_gate_leaves_the_base_output_unchanged_below_k(sd):
+    add_adapter(sd.unet, rank=4)
+    _perturb_adapter(sd.unet, scale=1.0)
+    denoiser = Denoiser(sd)
+    x = torch.randn(1, 4, 16, 16)
+    cond = denoiser.condition(["x"])
+    with torch.no_grad():
+        with adapters_disabled(sd.unet):
+            base_low, base_high = (denoiser.predict(x, torch.tensor([t]), cond) for t in (100, 900))
+        tuned_high = denoiser.predict(x, torch.tensor([900]), cond)
+        with TimestepGate(sd.unet, min_timestep=400):
+            gated_low, gated_high = (denoiser.predict(x, torch.tensor([t]), cond) for t in (100, 900))
+    torch.testing.assert_close(gated_low, base_low)
+    torch.testing.assert_close(gated_high, tuned_high)
+    assert not torch.allclose(gated_high, base_high)
+
+
+def test_cold_start_update_begins_from_the_base_model_not_the_previous_adapter(sd):
+    """warm_start=False: before any training step the adapter adds nothing (every lora_B is zero), so an
+    earlier wrong update is not the starting point and early stopping's first check is the base model."""
+    config = UpdateConfig(steps=2, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0, warm_start=False)
+    updater = LoraUpdater(sd, config, reward_fn=lambda images: images.mean(axis=(1, 2, 3)))
+    _perturb_adapter(sd.unet, scale=1.0)
+    states = []  # the adapter at every denoising step of the update's sampling (pool, then reward checks)
+    updater.update(pairs=[PreferencePair(np.full((16, 16, 3), 0.9), np.full((16, 16, 3), 0.1))],
+                   check=lambda: states.append(adapter_state(sd.unet)))
+    first, last = states[0], adapter_state(sd.unet)
+    lora_b = [k for k in first if "lora_B" in k]
+    assert lora_b and all(float(first[k].abs().max()) == 0.0 for k in lora_b)
+    assert any(float(last[k].abs().max()) > 0.0 for k in lora_b)  # and then it trains
+
+
+def test_kohya_export_uses_diffusers_module_paths_and_alpha_equal_to_lora_alpha(tmp_path):
+    unet = sd15_shaped_unet()
+    add_adapter(unet, rank=4, alpha=8, targets=["to_q", "to_k", "to_v", "to_out.0"])
+    _perturb_adapter(unet)
+    path = save_kohya(unet, tmp_path / "k.safetensors", metadata={"session": "s", "answers": 3})
+    state = load_file(str(path))
+    modules = {n for n, _ in unet.named_modules()}
+    for key, value in state.items():
+        stem, suffix = key.split(".", 1)
+        assert stem.startswith("lora_unet_") and suffix in ("lora_down.weight", "lora_up.weight", "alpha")
+        assert any(stem == "lora_unet_" + m.replace(".", "_") for m in modules if m.endswith(("to_q", "to_k", "to_v", "to_out.0")))
+        if suffix == "alpha":
+            assert value.item() == 8.0
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in state
+    meta = read_metadata(path)
+    assert meta["edpbrl_alpha"] == "8.0" and meta["edpbrl_rank"] == "4" and meta["edpbrl_answers"] == "3"
+    assert len(kohya_state_dict(unet)) == len(state)
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_exported_lora_reloads_into_diffusers_with_the_same_outputs(tmp_path, fmt):
+    pipe = tiny_sd()
+    add_adapter(pipe.unet, rank=4, alpha=8)  # alpha != rank: a wrong alpha would change the outputs
+    _perturb_adapter(pipe.unet, scale=0.5)
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor([300])
+    cond = Denoiser(pipe).condition(["a castle"])
+    with torch.no_grad():
+        trained = pipe.unet(x, t, **cond).sample
+        with adapters_disabled(pipe.unet):
+            base = pipe.unet(x, t, **cond).sample
+    path = save_kohya(pipe.unet, tmp_path / "k.safetensors") if fmt == "kohya" else save_diffusers(pipe, tmp_path / "d")
+    fresh = tiny_sd()
+    load_lora(fresh, path)
+    with torch.no_grad():
+        reloaded = fresh.unet(x, t, **cond).sample
+    torch.testing.assert_close(reloaded, trained, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(reloaded, base, atol=1e-4)
+
+
+def test_lora_for_a_different_base_model_is_a_clear_error(tmp_path):
+    pipe = tiny_sd()
+    add_adapter(pipe.unet, rank=2)
+    path = save_kohya(pipe.unet, tmp_path / "k.safetensors")
+    with pytest.raises(ValueError, match="different base model"):
+        load_lora(tiny_sdxl(), path)
+
+
+def test_update_with_only_skips_does_nothing_and_says_so(sd):
+    updater = LoraUpdater(sd, UpdateConfig(steps=3))
+    before = adapter_state(sd.unet)
+    report = updater.update([], [])
+    assert not report.changed and "no usable answers" in report.stopped
+    assert all(torch.equal(before[k], v) for k, v in adapter_state(sd.unet).items())
+
+
+def test_nan_loss_stops_the_update_and_restores_the_last_good_adapter(sd):
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    updater = LoraUpdater(sd, UpdateConfig(method="dpo", steps=5, dpo_beta=float("nan"), eval_every=2))
+    before = adapter_state(sd.unet)
+    report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
+    assert "non-finite loss" in report.stopped
+    assert all(torch.equal(before[k], v) for k, v in adapter_state(sd.unet).items())
+
+
+def test_update_trains_when_the_host_runs_it_under_inference_mode():
+    """ComfyUI executes nodes inside torch.inference_mode(): a pipeline loaded there must still train."""
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    with torch.inference_mode():
+        pipe = tiny_sd()
+        pipe.set_progress_bar_config(disable=True)
+        updater = LoraUpdater(pipe, UpdateConfig(method="dpo", steps=3, eval_every=3, num_inference_steps=2, guidance_scale=1.0))
+        before = adapter_state(pipe.unet)
+        report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
+    assert report.steps == 3 and report.changed and all(np.isfinite(report.losses))
+    assert any(not torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
+    with torch.inference_mode():  # the session's saved LoRA loaded into the same UNet, as Load Pipeline does
+        loaded = [(m, n, p) for path, m in pipe.unet.named_modules() if "lora_" in path for n, p in m._parameters.items() if p is not None]
+        for module, name, param in loaded:
+            module._parameters[name] = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
+        assert loaded and all(module._parameters[name].is_inference() for module, name, _ in loaded)
+        again = updater.update([PreferencePair(images[1], images[0], "a", "a")])
+    assert again.steps == 3 and all(np.isfinite(again.losses))
+
+
+class Cancelled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cancel_at", ["pool sampling", "optimizer step 2"])
+def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
+    """ComfyUI's Cancel must reach the update while it samples (minutes on a CPU), not only between steps,
+    and a cancelled update must leave the adapter as it was, so the pipeline still matches its version.
+    The progress bar moves through the pool's denoising steps, then through the optimiser steps."""
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0, early_stopping=False)
+    updater = LoraUpdater(pipe, config, reward_fn=lambda ims: ims.mean(axis=(1, 2, 3)), prompts=["a castle"])
+    pair = PreferencePair(images[0], images[1], "a castle", "a castle")
+    updater.update([pair])  # a trained adapter to put back
+    before = adapter_state(pipe.unet)
+    progress = []  # (done, total) as a host's progress bar sees them
+
+    def check():
+        if progress[-1] == ((1, 6) if cancel_at == "pool sampling" else (2, config.steps)):
+            raise Cancelled()
+
+    updater.config = dataclasses.replace(config, distill_samples=6, sample_batch_size=2)  # a new pool: 3 batches x 2 steps
+    with pytest.raises(Cancelled):
+        updater.update([pair], on_step=lambda done, total: progress.append((done, total)), check=check)
+    pool = [(i, 6) for i in range(1, 7)]
+    assert progress == (pool[:1] if cancel_at == "pool sampling" else pool + [(1, 4), (2, 4)])
+    assert all(torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
+    again = updater.update([pair])
+    assert again.steps == config.steps and again.changed
+
+
+@pytest.mark.parametrize("tolerance, kept", [(1e9, "last check"), (0.0, "start")])
+def test_reported_reward_after_is_the_reward_of_the_adapter_kept(tolerance, kept):
+    """Early stopping keeps either the last adapter (its reward is within noise of the best) or restores the
+    best one; the report must give the reward of the one kept. A reward that falls at every check makes the
+    two differ."""
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    checks = []
+
+    def falling_reward(ims):
+        value = -float(len(checks)) + 0.01 * ims.mean(axis=(1, 2, 3))
+        if len(ims) == 3:  # an early-stopping check (eval_samples), not the distillation pool
+            checks.append(float(value.mean()))
+        return value
+
+    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=3, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0, tolerance=tolerance, patience=1)
+    report = LoraUpdater(pipe, config, reward_fn=falling_reward, prompts=["a"]).update(
+        [PreferencePair(images[0], images[1], "a", "a")])
+    assert report.reward_before == pytest.approx(checks[0])
+    assert report.reward_after == pytest.approx(checks[-1] if kept == "last check" else checks[0])
+    assert (report.stopped is None) == (kept == "last check")
+
+
+@pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])
+def test_updates_run_on_sd_and_sdxl_pipelines(factory):
+    pipe = factory()
+    pipe.set_progress_bar_config(disable=True)
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    reward = lambda ims: ims.mean(axis=(1, 2, 3))  # noqa: E731  brighter is better
+    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
+                          guidance_scale=1.0, drift_cap=10.0)
+    updater = LoraUpdater(pipe, config, reward_fn=reward, prompts=["a castle"])
+    report = updater.update([PreferencePair(images[0], images[1], "a castle", "a castle")],
+                            [Rating(images[2], -1, "a castle")])
+    assert report.changed and all(np.isfinite(report.losses)) and report.drift >= 0
+    assert ADAPTER_NAME in pipe.unet.peft_config
+
+
+def test_drift_cap_stops_the_update_and_restores(sd):
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    config = UpdateConfig(method="dpo", steps=6, eval_every=2, learning_rate=0.5, drift_cap=1e-9, num_inference_steps=2,
+                          guidance_scale=1.0)
+    updater = LoraUpdater(sd, config)
+    before = adapter_state(sd.unet)
+    report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
+    assert "drift" in report.stopped and report.steps == 2
+    assert all(torch.equal(before[k], v) for k, v in adapter_state(sd.unet).items())
+
+
+def test_ten_answers_and_one_update_raise_the_simulated_users_share_on_fresh_samples():
+    """The real loop on the embedded model: a simulated user who likes blue answers 10 designed questions,
+    then one default update (DPO + reward distillation). Fresh samples at fixed seeds, judged by the
+    attribute encoder (never by the learned reward), must be blue far more often than the base model's
+    (0.19 at these seeds). Measured: 0.59 at seeds 0 and 2 (+0.41); the bar (+0.25) is ~3 binomial standard
+    errors at 32 samples. Sized for CI (~2 min); ``edpbrl bench align`` runs the full-size loop."""
+    from edpbrl_plugin.bench.align import Bench, run_loop
+
+    config = UpdateConfig(seed=0, steps=30, distill_samples=48, early_stopping=False)
+    result = run_loop(Bench(eval_samples=32), "blue", seed=0, budget=10, per_round=10, candidates=16, config=config)
+    before, after = result["curve"][0], result["curve"][-1]
+    assert after["actions"] == 10 and result["updates"][0]["steps"] == 30
+    assert after["share"] >= before["share"] + 0.25, (before, after)
+    assert after["utility"] > before["utility"] and after["drift"] < config.drift_cap
