@@ -12,26 +12,22 @@ from pathlib import Path
 from . import __version__
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+_count, _seed = _at_least(1), _at_least(0)
 
 
 def _names(text: str, known, what: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -66,8 +62,14 @@ def _add_bench(sub) -> None:
 
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
-    align.add_argument("--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")))
-    align.add_argument("--methods", default=None, help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)")
+    align.add_argument(
+        "--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue"))
+    )
+    align.add_argument(
+        "--methods",
+        default=None,
+        help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)",
+    )
     align.add_argument("--seeds", type=_count, default=5)
     align.add_argument("--workers", type=_count, default=2)
     align.add_argument("--out", default="bench_results")
@@ -91,8 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--rounds", type=_count, default=3)
     demo.add_argument("--questions", type=_count, default=10, help="questions per round")
     demo.add_argument("--candidates", type=_count, default=24, help="candidates sampled per round")
-    demo.add_argument("--k", type=_count, default=2, help="options per question: 2 = A/B with tie; 4 = pick the best of four "
-                      "(better when answers are often random or never 'tie')")
+    demo.add_argument(
+        "--k",
+        type=_count,
+        default=2,
+        help="options per question: 2 = A/B with tie; 4 = pick the best of four "
+        "(better when answers are often random or never 'tie')",
+    )
     demo.add_argument("--prompt", default="", help="prompt of every sample (empty: unconditional)")
     demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--generator", default=None, help="pipeline folder (default: the shipped embedded model)")
@@ -112,13 +119,24 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error).replace("pool of", "--candidates pool of"))
         if args.list_users:
             for name, (taste, teacher) in USER_PRESETS.items():
-                print(f"{name:16} likes {', '.join(taste.likes) or '-'}; dislikes {', '.join(taste.dislikes) or '-'}; {teacher}")
+                print(
+                    f"{name:16} likes {', '.join(taste.likes) or '-'}; dislikes {', '.join(taste.dislikes) or '-'}; {teacher}"
+                )
             return
         from .demo import run_demo
 
-        run_demo(args.out, user=args.user, rounds=args.rounds, questions_per_round=args.questions,
-                 candidates_per_round=args.candidates, prompt=args.prompt, seed=args.seed,
-                 interactive=args.interactive, generator=args.generator, k=args.k)
+        run_demo(
+            args.out,
+            user=args.user,
+            rounds=args.rounds,
+            questions_per_round=args.questions,
+            candidates_per_round=args.candidates,
+            prompt=args.prompt,
+            seed=args.seed,
+            interactive=args.interactive,
+            generator=args.generator,
+            k=args.k,
+        )
     elif args.command == "bench":
         out = Path(args.out)
         if args.bench == "queries":
@@ -146,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import align
 
             if args.quick:
-                align.run(out / "align_quick", methods=["ours", f"papa@{align.QUICK_PAPA_LR:g}"], workers=args.workers, **align.QUICK)
+                align.run(
+                    out / "align_quick",
+                    methods=["ours", f"papa@{align.QUICK_PAPA_LR:g}"],
+                    workers=args.workers,
+                    **align.QUICK,
+                )
             else:
                 from .simulate.people import USER_PRESETS
 

@@ -58,7 +58,9 @@ def run_demo(
     person = None if interactive else make_user(user, seed=seed, judge=judge)
     store_path = out / "store.db"
     session_id = f"demo-{'you' if interactive else user}-{time.strftime('%Y%m%d-%H%M%S')}"
-    session = PersonalizationSession(store_path, session_id, user="you" if interactive else f"simulated:{user}", encoder=encoder)
+    session = PersonalizationSession(
+        store_path, session_id, user="you" if interactive else f"simulated:{user}", encoder=encoder
+    )
     loop = PersonalizationLoop(session, pipe, update or UpdateConfig(seed=seed), [prompt], k=k)
 
     t = time.perf_counter()
@@ -79,33 +81,62 @@ def run_demo(
         return None if np.isnan(accuracy) else accuracy
 
     rng_eval = np.random.default_rng(seed + 1)
-    curve = [{"answers": 0, "reward_accuracy": reward_accuracy(),
-              "share_preferred": person.share_preferred(before) if person else None}]
+    curve = [
+        {
+            "answers": 0,
+            "reward_accuracy": reward_accuracy(),
+            "share_preferred": person.share_preferred(before) if person else None,
+        }
+    ]
     updates = []
     ask = TerminalAsker(out / "question.png") if interactive else person.answer
     for round_ in range(rounds):
-        done = loop.run_round(ask, candidates_per_round, questions_per_round, seed=seed * 100_000 + round_ * candidates_per_round,
-                              question_seed=seed + round_, progress=not interactive)
+        done = loop.run_round(
+            ask,
+            candidates_per_round,
+            questions_per_round,
+            seed=seed * 100_000 + round_ * candidates_per_round,
+            question_seed=seed + round_,
+            progress=not interactive,
+        )
         for stage, seconds in done.seconds.items():
             timings[stage] += seconds
         report = done.report
-        updates.append({"round": round_ + 1, "summary": report.summary(), "drift": report.drift, "steps": report.steps,
-                        "seconds": round(report.seconds, 2)})
+        updates.append(
+            {
+                "round": round_ + 1,
+                "summary": report.summary(),
+                "drift": report.drift,
+                "steps": report.steps,
+                "seconds": round(report.seconds, 2),
+            }
+        )
         t = time.perf_counter()
         probe = loop.images(32, EVAL_SEED) if person else None
         timings["evaluate"] += time.perf_counter() - t
         n_answers = len(session.store.answers(session_id))
-        curve.append({"answers": n_answers, "reward_accuracy": reward_accuracy(),
-                      "share_preferred": person.share_preferred(probe) if person else None})
-        print(f"round {round_ + 1}/{rounds}: {n_answers} answers; {report.summary()}"
-              + (f"; share preferred {curve[-1]['share_preferred']:.2f}" if person else ""))
+        curve.append(
+            {
+                "answers": n_answers,
+                "reward_accuracy": reward_accuracy(),
+                "share_preferred": person.share_preferred(probe) if person else None,
+            }
+        )
+        print(
+            f"round {round_ + 1}/{rounds}: {n_answers} answers; {report.summary()}"
+            + (f"; share preferred {curve[-1]['share_preferred']:.2f}" if person else "")
+        )
 
     t = time.perf_counter()
     after = loop.images(eval_samples, EVAL_SEED)
     timings["evaluate"] += time.perf_counter() - t
     save_grid(after[:64], out / "after.png", columns=8)
-    paths = write_lora(pipe, out / "lora", f"edpbrl_{session_id}.safetensors",
-                       {"session": session_id, "answers": session.model.n_answers_})
+    paths = write_lora(
+        pipe,
+        out / "lora",
+        f"edpbrl_{session_id}.safetensors",
+        {"session": session_id, "answers": session.model.n_answers_},
+    )
     status = session.status()
     summary = {
         "session": session_id,
@@ -120,15 +151,34 @@ def run_demo(
         "expected_accuracy_on_pool": status["expected_accuracy"],
         "curve": curve,
         "updates": updates,
-        "timings_seconds": {k: round(v, 2) for k, v in timings.items()} | {"total": round(time.perf_counter() - started, 2)},
-        "files": {"store": str(store_path), "lora_diffusers": str(paths["diffusers"]), "lora_kohya": str(paths["kohya"]),
-                  "before": str(out / "before.png"), "after": str(out / "after.png"),
-                  "learning_curve": str(out / "learning_curve.png")},
+        "timings_seconds": {k: round(v, 2) for k, v in timings.items()}
+        | {"total": round(time.perf_counter() - started, 2)},
+        "files": {
+            "store": str(store_path),
+            "lora_diffusers": str(paths["diffusers"]),
+            "lora_kohya": str(paths["kohya"]),
+            "before": str(out / "before.png"),
+            "after": str(out / "after.png"),
+            "learning_curve": str(out / "learning_curve.png"),
+        },
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _plot_curve(curve, out / "learning_curve.png")
-    print(json.dumps({k: summary[k] for k in ("answers", "learned_taste", "reward_accuracy_heldout",
-                                                "share_preferred_before", "share_preferred_after")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "answers",
+                    "learned_taste",
+                    "reward_accuracy_heldout",
+                    "share_preferred_before",
+                    "share_preferred_after",
+                )
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}/summary.json, before.png, after.png, learning_curve.png, lora/")
     return summary
 
@@ -141,7 +191,10 @@ def _plot_curve(curve: list[dict], path: Path) -> None:
 
     answers = [c["answers"] for c in curve]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for key, label in (("reward_accuracy", "reward model: held-out pair accuracy"), ("share_preferred", "share of samples you prefer")):
+    for key, label in (
+        ("reward_accuracy", "reward model: held-out pair accuracy"),
+        ("share_preferred", "share of samples you prefer"),
+    ):
         values = [c[key] for c in curve]
         if any(v is not None for v in values):
             ax.plot(answers, [np.nan if v is None else v for v in values], marker="o", label=label)

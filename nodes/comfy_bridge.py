@@ -41,7 +41,9 @@ def diffusers_folders() -> list[str]:
     if folder_paths is None:
         return []
     found = []
-    for root in folder_paths.get_folder_paths("diffusers") if "diffusers" in folder_paths.folder_names_and_paths else []:
+    for root in (
+        folder_paths.get_folder_paths("diffusers") if "diffusers" in folder_paths.folder_names_and_paths else []
+    ):
         if os.path.isdir(root):
             found += [d for d in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, d, "model_index.json"))]
     return found
@@ -73,7 +75,9 @@ def loras_dir() -> Path:
 def save_preview(images: np.ndarray, prefix: str) -> list[dict]:
     """Write images to ComfyUI's temp folder like PreviewImage; returns {filename, subfolder, type} per image."""
     folder_paths = _module("folder_paths")
-    root = Path(folder_paths.get_temp_directory()) if folder_paths else Path(os.environ.get("TMPDIR", "/tmp")) / "edpbrl"
+    root = (
+        Path(folder_paths.get_temp_directory()) if folder_paths else Path(os.environ.get("TMPDIR", "/tmp")) / "edpbrl"
+    )
     root.mkdir(parents=True, exist_ok=True)
     out = []
     for i, image in enumerate(np.asarray(images)):

@@ -29,6 +29,7 @@ from .types import (
     AnswerToken,
     QueryToken,
     RewardToken,
+    SessionInput,
     check_session,
     session_input_error,
     to_comfy,
@@ -36,7 +37,18 @@ from .types import (
 )
 
 CATEGORY = "EDPBRL"
-SESSION = ("STRING", {"default": "default", "tooltip": "Session id: the store keeps answers and LoRA versions per session (letters, digits, _ - .)."})
+SESSION = (
+    "STRING",
+    {
+        "default": "default",
+        "tooltip": "Session id: the store keeps answers and LoRA versions per session (letters, digits, _ - .).",
+    },
+)
+
+
+def _seed_input(tooltip: str) -> tuple:
+    """A seed widget without ComfyUI's randomize control: the engine moves each run past the session's samples."""
+    return ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False, "tooltip": tooltip})
 
 
 def _session(session_id: str, encoder=None, create: bool = True):
@@ -56,12 +68,36 @@ class LoadPipeline:
 
     @classmethod
     def INPUT_TYPES(cls):
-        models = ["embedded"] + [f"diffusers/{d}" for d in comfy.diffusers_folders()] + [f"checkpoints/{c}" for c in comfy.model_files("checkpoints")]
+        models = (
+            ["embedded"]
+            + [f"diffusers/{d}" for d in comfy.diffusers_folders()]
+            + [f"checkpoints/{c}" for c in comfy.model_files("checkpoints")]
+        )
         return {
-            "required": {"model": (models, {"default": "embedded", "tooltip": "embedded = the 32x32 styled-shapes model shipped with the pack (no download)."})},
+            "required": {
+                "model": (
+                    models,
+                    {
+                        "default": "embedded",
+                        "tooltip": "embedded = the 32x32 styled-shapes model shipped with the pack (no download).",
+                    },
+                )
+            },
             "optional": {
-                "config": ("STRING", {"default": "", "tooltip": "For a single-file checkpoint: a diffusers folder of the same architecture, by name in ComfyUI's models/diffusers or by full path."}),
-                "resume_session": ("STRING", {"default": "", "tooltip": "A session id: load that session's latest LoRA version, so each queue run continues the loop. Empty = base model."}),
+                "config": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "For a single-file checkpoint: a diffusers folder of the same architecture, by name in ComfyUI's models/diffusers or by full path.",
+                    },
+                ),
+                "resume_session": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "A session id: load that session's latest LoRA version, so each queue run continues the loop. Empty = base model.",
+                    },
+                ),
             },
         }
 
@@ -94,7 +130,9 @@ class LoadPipeline:
 
 
 class FeatureEncoder:
-    DESCRIPTION = "Image features the reward model is linear in: the embedded attribute CNN, or CLIP from a local folder."
+    DESCRIPTION = (
+        "Image features the reward model is linear in: the embedded attribute CNN, or CLIP from a local folder."
+    )
     CATEGORY = f"{CATEGORY}/model"
     RETURN_TYPES = (ENCODER,)
     RETURN_NAMES = ("encoder",)
@@ -104,8 +142,24 @@ class FeatureEncoder:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"encoder": (["embedded", "embedded-embedding", "clip"], {"default": "embedded", "tooltip": "embedded: 20 attribute posteriors (interpretable); embedded-embedding: 64-d CNN embedding; clip: CLIP image embeddings."})},
-            "optional": {"clip_path": ("STRING", {"default": "", "tooltip": "Local folder of a CLIP model saved with save_pretrained (for encoder = clip)."})},
+            "required": {
+                "encoder": (
+                    ["embedded", "embedded-embedding", "clip"],
+                    {
+                        "default": "embedded",
+                        "tooltip": "embedded: 20 attribute posteriors (interpretable); embedded-embedding: 64-d CNN embedding; clip: CLIP image embeddings.",
+                    },
+                )
+            },
+            "optional": {
+                "clip_path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Local folder of a CLIP model saved with save_pretrained (for encoder = clip).",
+                    },
+                )
+            },
         }
 
     def load(self, encoder: str, clip_path: str = ""):
@@ -116,12 +170,15 @@ class FeatureEncoder:
         return (registry.encoder(encoder),)
 
 
-class SampleCandidates:
+class SampleCandidates(SessionInput):
     DESCRIPTION = "Sample candidate images with the pipeline and store them (with their features) in the session."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", CANDIDATES)
     RETURN_NAMES = ("images", "candidates")
-    OUTPUT_TOOLTIPS = ("The sampled images [B, H, W, C].", "The candidates (ids, prompts, seeds, features) for Select query.")
+    OUTPUT_TOOLTIPS = (
+        "The sampled images [B, H, W, C].",
+        "The candidates (ids, prompts, seeds, features) for Select query.",
+    )
     FUNCTION = "sample"
 
     @classmethod
@@ -131,13 +188,33 @@ class SampleCandidates:
                 "pipeline": (PIPELINE, {"tooltip": "From Load pipeline or Update LoRA."}),
                 "encoder": (ENCODER, {"tooltip": "From Feature encoder."}),
                 "session": SESSION,
-                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "One prompt per line, cycled over the samples (empty = unconditional)."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "One prompt per line, cycled over the samples (empty = unconditional).",
+                    },
+                ),
                 "count": ("INT", {"default": 16, "min": 2, "max": 256, "tooltip": "Candidates to sample."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False, "tooltip": "Seed of the session's first sample: samples use seed, seed+1, ..., and each later run continues after the samples the session holds, so queueing again asks about new images."}),
+                "seed": _seed_input(
+                    "Seed of the session's first sample: samples use seed, seed+1, ..., and each later run continues after the samples the session holds, so queueing again asks about new images."
+                ),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps."}),
-                "guidance": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "Classifier-free guidance scale."}),
+                "guidance": (
+                    "FLOAT",
+                    {
+                        "default": 2.0,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "Classifier-free guidance scale.",
+                    },
+                ),
             },
-            "optional": {"prompts": (PROMPTS, {"tooltip": "Designed prompts from Design prompts (replace the prompt text)."})},
+            "optional": {
+                "prompts": (PROMPTS, {"tooltip": "Designed prompts from Design prompts (replace the prompt text)."})
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -145,28 +222,34 @@ class SampleCandidates:
     def IS_CHANGED(cls, **kwargs):
         return float("nan")  # the session's state changes outside the graph
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, session="default"):
-        return session_input_error(session)
-
     def sample(self, pipeline, encoder, session, prompt, count, seed, steps, guidance, prompts=None, unique_id=None):
         if not isinstance(pipeline, PipelineHandle):
             raise ValueError("pipeline must come from Load pipeline or Update LoRA")
         lines = list(prompts) if prompts else [line.strip() for line in prompt.splitlines()] or [""]
         active = _session(session, encoder)
         candidates, images = registry.loop(active.session, pipeline).sample(
-            count, active.fresh_seed(seed), lines or [""], num_inference_steps=steps, guidance_scale=guidance,
-            on_step=comfy.progress(steps, unique_id), check=comfy.check_interrupted,
+            count,
+            active.fresh_seed(seed),
+            lines or [""],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            on_step=comfy.progress(steps, unique_id),
+            check=comfy.check_interrupted,
         )
         return (to_comfy(images), candidates)
 
 
-class DesignPrompts:
-    DESCRIPTION = "ED-PBRL: design K prompts per question from word lists (one slot per line) by Frank-Wolfe over word features."
+class DesignPrompts(SessionInput):
+    DESCRIPTION = (
+        "ED-PBRL: design K prompts per question from word lists (one slot per line) by Frank-Wolfe over word features."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = (PROMPTS, "STRING")
     RETURN_NAMES = ("prompts", "design")
-    OUTPUT_TOOLTIPS = ("K designed prompts per question (feed Sample candidates).", "The design's objective and Frank-Wolfe gap.")
+    OUTPUT_TOOLTIPS = (
+        "K designed prompts per question (feed Sample candidates).",
+        "The design's objective and Frank-Wolfe gap.",
+    )
     FUNCTION = "design"
 
     @classmethod
@@ -174,25 +257,44 @@ class DesignPrompts:
         return {
             "required": {
                 "session": SESSION,
-                "encoder": (ENCODER, {"tooltip": "From Feature encoder (word features come from this session's samples)."}),
-                "slots": ("STRING", {"default": "red, blue, green, yellow\ncircle, square, star, triangle\nfilled, outline", "multiline": True, "tooltip": "One slot per line, words separated by commas; each slot may also stay blank."}),
+                "encoder": (
+                    ENCODER,
+                    {"tooltip": "From Feature encoder (word features come from this session's samples)."},
+                ),
+                "slots": (
+                    "STRING",
+                    {
+                        "default": "red, blue, green, yellow\ncircle, square, star, triangle\nfilled, outline",
+                        "multiline": True,
+                        "tooltip": "One slot per line, words separated by commas; each slot may also stay blank.",
+                    },
+                ),
                 "base_prompt": ("STRING", {"default": "", "tooltip": "Text put before the designed words."}),
                 "k": ("INT", {"default": 2, "min": 2, "max": 8, "tooltip": "Prompts per question."}),
                 "budget": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Episodes the design is for (T)."}),
-                "questions": ("INT", {"default": 1, "min": 1, "max": 32, "tooltip": "Questions to sample from the design."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False, "tooltip": "Seed for sampling prompts from the design; each later run continues after the session's samples, so queueing again asks new questions."}),
-                "adaptive": ("BOOLEAN", {"default": True, "tooltip": "Re-design around the current reward posterior (θ-aware)."}),
+                "questions": (
+                    "INT",
+                    {"default": 1, "min": 1, "max": 32, "tooltip": "Questions to sample from the design."},
+                ),
+                "seed": _seed_input(
+                    "Seed for sampling prompts from the design; each later run continues after the session's samples, so queueing again asks new questions."
+                ),
+                "adaptive": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Re-design around the current reward posterior (θ-aware)."},
+                ),
             },
-            "optional": {"pipeline": (PIPELINE, {"tooltip": "Samples a few images per word the session has not seen yet, for the word features."})},
+            "optional": {
+                "pipeline": (
+                    PIPELINE,
+                    {"tooltip": "Samples a few images per word the session has not seen yet, for the word features."},
+                )
+            },
         }
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, session="default"):
-        return session_input_error(session)
 
     def design(self, session, encoder, slots, base_prompt, k, budget, questions, seed, adaptive, pipeline=None):
         words = [[w.strip() for w in line.split(",") if w.strip()] for line in slots.splitlines() if line.strip()]
@@ -204,22 +306,32 @@ class DesignPrompts:
                 raise ValueError("pipeline must come from Load pipeline or Update LoRA")
             registry.loop(active.session, pipeline).sample_word_examples(words, base_prompt)
         prompt_sets, design = active.design_prompts(
-            words, k=k, budget=budget, n_queries=questions, base_prompt=base_prompt, seed=active.fresh_seed(seed),
-            adaptive=adaptive
+            words,
+            k=k,
+            budget=budget,
+            n_queries=questions,
+            base_prompt=base_prompt,
+            seed=active.fresh_seed(seed),
+            adaptive=adaptive,
         )
         prompts = [p for group in prompt_sets for p in group]
-        text = f"{design.criterion}-optimal objective {design.objective_:.4g}, best Frank-Wolfe gap {design.best_gap_:.3g}\n" + "\n".join(
-            " | ".join(group) for group in prompt_sets
+        text = (
+            f"{design.criterion}-optimal objective {design.objective_:.4g}, best Frank-Wolfe gap {design.best_gap_:.3g}\n"
+            + "\n".join(" | ".join(group) for group in prompt_sets)
         )
         return (prompts, text)
 
 
-class SelectQuery:
+class SelectQuery(SessionInput):
     DESCRIPTION = "Choose the most informative pair or K-set (Fisher information of the choice model) from candidates or any IMAGE batch."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", QUERY, "FLOAT")
     RETURN_NAMES = ("options", "query", "information_gain")
-    OUTPUT_TOOLTIPS = ("The chosen options as an IMAGE batch.", "The question (queued in the store).", "Expected information gain (nats).")
+    OUTPUT_TOOLTIPS = (
+        "The chosen options as an IMAGE batch.",
+        "The question (queued in the store).",
+        "Expected information gain (nats).",
+    )
     FUNCTION = "select"
 
     @classmethod
@@ -227,24 +339,29 @@ class SelectQuery:
         return {
             "required": {
                 "k": ("INT", {"default": 2, "min": 2, "max": 8, "tooltip": "Options per question (2 = A/B)."}),
-                "strategy": (sorted(STRATEGIES), {"default": DEFAULT_STRATEGY, "tooltip": "d_optimal: θ-aware D-optimal design (default)."}),
+                "strategy": (
+                    sorted(STRATEGIES),
+                    {"default": DEFAULT_STRATEGY, "tooltip": "d_optimal: θ-aware D-optimal design (default)."},
+                ),
             },
             "optional": {
                 "candidates": (CANDIDATES, {"tooltip": "From Sample candidates."}),
-                "images": ("IMAGE", {"tooltip": "Any IMAGE batch (e.g. from a KSampler graph); needs encoder and session."}),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "Any IMAGE batch (e.g. from a KSampler graph); needs encoder and session."},
+                ),
                 "encoder": (ENCODER, {"tooltip": "Feature encoder for an IMAGE batch."}),
                 "session": SESSION,
-                "prompt": ("STRING", {"default": "", "tooltip": "The prompt the IMAGE batch was made with (stored with it)."}),
+                "prompt": (
+                    "STRING",
+                    {"default": "", "tooltip": "The prompt the IMAGE batch was made with (stored with it)."},
+                ),
             },
         }
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, session="default"):
-        return session_input_error(session)
 
     def select(self, k, strategy, candidates=None, images=None, encoder=None, session="default", prompt=""):
         if candidates is None:
@@ -253,7 +370,9 @@ class SelectQuery:
             batch = to_numpy(images)
             if len(batch) < 2:
                 raise ValueError(f"the IMAGE batch has {len(batch)} image; a question needs at least 2 candidates")
-            candidates = _session(session, encoder).add_candidates(batch, [prompt] * len(batch), generator={"source": "IMAGE input"})
+            candidates = _session(session, encoder).add_candidates(
+                batch, [prompt] * len(batch), generator={"source": "IMAGE input"}
+            )
         if not isinstance(candidates, Candidates):
             raise ValueError("candidates must come from Sample candidates")
         if k > len(candidates.ids):
@@ -261,7 +380,11 @@ class SelectQuery:
         active = _session(candidates.session)
         [query] = active.next_queries(k=k, candidate_ids=candidates.ids, strategy=strategy)
         options = active.question_images(query.id)
-        return (to_comfy(options), QueryToken(query.id, active.session, len(query.candidates)), float(query.information_gain))
+        return (
+            to_comfy(options),
+            QueryToken(query.id, active.session, len(query.candidates)),
+            float(query.information_gain),
+        )
 
 
 class Ask:
@@ -269,7 +392,10 @@ class Ask:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", ANSWER)
     RETURN_NAMES = ("answer", "answer_record")
-    OUTPUT_TOOLTIPS = ("The answer: an option index (0 = A), tie, skip, both_bad, or pending.", "The stored answer for Record.")
+    OUTPUT_TOOLTIPS = (
+        "The answer: an option index (0 = A), tie, skip, both_bad, or pending.",
+        "The stored answer for Record.",
+    )
     FUNCTION = "ask"
     OUTPUT_NODE = True
 
@@ -278,9 +404,29 @@ class Ask:
         return {
             "required": {
                 "query": (QUERY, {"tooltip": "From Select query."}),
-                "mode": (["wait", "answer later"], {"default": "wait", "tooltip": "wait: block until answered or cancelled; answer later: queue the question in the store and continue."}),
-                "timeout_s": ("INT", {"default": 0, "min": 0, "max": 86400, "tooltip": "0 = no timeout (wait until answered or cancelled)."}),
-                "on_timeout": (["leave pending", "skip"], {"default": "leave pending", "tooltip": "After a timeout: keep the question for later, or record a skip."}),
+                "mode": (
+                    ["wait", "answer later"],
+                    {
+                        "default": "wait",
+                        "tooltip": "wait: block until answered or cancelled; answer later: queue the question in the store and continue.",
+                    },
+                ),
+                "timeout_s": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 86400,
+                        "tooltip": "0 = no timeout (wait until answered or cancelled).",
+                    },
+                ),
+                "on_timeout": (
+                    ["leave pending", "skip"],
+                    {
+                        "default": "leave pending",
+                        "tooltip": "After a timeout: keep the question for later, or record a skip.",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -299,25 +445,40 @@ class Ask:
         ui = {"edpbrl_query": [info]}
         if mode == "answer later" or not active.is_open(query.id):
             record = active.answer_of(query.id)
-            return {"ui": ui, "result": (record.choice if record else "pending", AnswerToken(query.id, query.session, record.choice if record else None))}
+            return {
+                "ui": ui,
+                "result": (
+                    record.choice if record else "pending",
+                    AnswerToken(query.id, query.session, record.choice if record else None),
+                ),
+            }
         waiting = BROKER.register(query.id, query.session, unique_id, info)
         comfy.send("edpbrl-query", info)
-        record = BROKER.wait(waiting, timeout=timeout_s or None, check=comfy.check_interrupted, poll=lambda: active.answer_of(query.id))
+        record = BROKER.wait(
+            waiting, timeout=timeout_s or None, check=comfy.check_interrupted, poll=lambda: active.answer_of(query.id)
+        )
         if record is None and on_timeout == "skip":
             record = active.answer(query.id, "skip")
         label = active.describe_answer(record) if record else "pending"
-        comfy.send("edpbrl-answered", {"node": unique_id, "query": query.id, "answer": record.choice if record else "pending",
-                                       "label": label})
+        comfy.send(
+            "edpbrl-answered",
+            {"node": unique_id, "query": query.id, "answer": record.choice if record else "pending", "label": label},
+        )
         choice = record.choice if record else "pending"
         return {"ui": ui, "result": (choice, AnswerToken(query.id, query.session, None if record is None else choice))}
 
 
 class RecordAnswer:
-    DESCRIPTION = "Make sure the answer is stored, refit the reward model, and report answers, accuracy estimate and stop signal."
+    DESCRIPTION = (
+        "Make sure the answer is stored, refit the reward model, and report answers, accuracy estimate and stop signal."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", REWARD)
     RETURN_NAMES = ("status", "reward")
-    OUTPUT_TOOLTIPS = ("Answers so far, expected accuracy, stop signal, learned taste.", "The refitted reward model (for Update LoRA).")
+    OUTPUT_TOOLTIPS = (
+        "Answers so far, expected accuracy, stop signal, learned taste.",
+        "The refitted reward model (for Update LoRA).",
+    )
     FUNCTION = "record"
 
     @classmethod

@@ -19,7 +19,9 @@ def answer(payload: dict) -> dict:
     The answer is committed to the store before this returns, then any waiting Ask node is released.
     """
     if not isinstance(payload, dict) or "query" not in payload or "answer" not in payload:
-        raise ValueError('send JSON {"query": <question id>, "answer": <option index | tie | skip | both_bad | like | dislike>}')
+        raise ValueError(
+            'send JSON {"query": <question id>, "answer": <option index | tie | skip | both_bad | like | dislike>}'
+        )
     try:
         query = int(payload["query"])
     except (TypeError, ValueError) as error:
@@ -29,16 +31,25 @@ def answer(payload: dict) -> dict:
     record = active.answer(query, payload["answer"], None if latency is None else float(latency))
     released = BROKER.deliver(query, record)
     label = active.describe_answer(record)
-    return {"ok": True, "query": query, "session": record.session, "answer": record.choice, "label": label,
-            "released": released}
+    return {
+        "ok": True,
+        "query": query,
+        "session": record.session,
+        "answer": record.choice,
+        "label": label,
+        "released": released,
+    }
 
 
 def pending(session: str | None = None) -> dict:
     """Questions a graph is blocked on (with their preview images) and questions queued for later."""
     waiting = [dict(w.info) for w in BROKER.waiting() if session in (None, w.session)]
     blocked = {w["query"] for w in waiting}
-    queued = [{"query": q.id, "session": q.session, "k": len(q.candidates), "candidates": list(q.candidates)}
-              for q in registry.pending_questions(session) if q.id not in blocked]
+    queued = [
+        {"query": q.id, "session": q.session, "k": len(q.candidates), "candidates": list(q.candidates)}
+        for q in registry.pending_questions(session)
+        if q.id not in blocked
+    ]
     return {"waiting": waiting, "queued": queued}
 
 

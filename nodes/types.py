@@ -61,6 +61,15 @@ def session_input_error(session, allow_empty: bool = False) -> bool | str:
     return True
 
 
+class SessionInput:
+    """Base of the nodes with a ``session`` widget: ComfyUI calls ``VALIDATE_INPUTS`` when a prompt is queued, so a
+    bad session name is refused there, with the message the routes give, not halfway through a run."""
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, session="default"):
+        return session_input_error(session)
+
+
 def to_numpy(images) -> np.ndarray:
     """ComfyUI IMAGE ``[B, H, W, C]`` (0..1) -> float32 numpy; rejects anything else with a clear error."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):

@@ -15,8 +15,16 @@ import json
 import time
 from pathlib import Path
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Each workflow: nodes (id, type, position, widget values by name) and links (from id, output slot, to id, input name).
 LOOP_SLOTS = "red, orange, yellow, green, cyan, blue, purple, pink\ncircle, square, triangle, star\nfilled, outline\nwhite, black, grey, navy"
@@ -27,36 +35,104 @@ WORKFLOWS = {
         "nodes": [
             (1, "EDPBRL_LoadPipeline", (40, 60), {"model": "embedded", "resume_session": "my-taste"}),
             (2, "EDPBRL_FeatureEncoder", (40, 260), {"encoder": "embedded"}),
-            (3, "EDPBRL_SampleCandidates", (420, 60), {"session": "my-taste", "prompt": "", "count": 16, "seed": 0, "steps": 20, "guidance": 2.0}),
+            (
+                3,
+                "EDPBRL_SampleCandidates",
+                (420, 60),
+                {"session": "my-taste", "prompt": "", "count": 16, "seed": 0, "steps": 20, "guidance": 2.0},
+            ),
             (4, "EDPBRL_SelectQuery", (850, 60), {"k": 2, "strategy": "d_optimal"}),
             (5, "EDPBRL_Ask", (1230, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
             (6, "EDPBRL_RecordAnswer", (1630, 60), {}),
-            (7, "EDPBRL_UpdateLoRA", (1630, 260), {"method": "default", "steps": 60, "learning_rate": "default", "distill_samples": 0, "drift_cap": 0.5, "prompt": ""}),
+            (
+                7,
+                "EDPBRL_UpdateLoRA",
+                (1630, 260),
+                {
+                    "method": "default",
+                    "steps": 60,
+                    "learning_rate": "default",
+                    "distill_samples": 0,
+                    "drift_cap": 0.5,
+                    "prompt": "",
+                },
+            ),
             (8, "EDPBRL_SessionStatus", (2030, 60), {"session": "my-taste"}),
             (9, "PreviewImage", (2030, 360), {}),
             (10, "PreviewImage", (850, 400), {}),
         ],
-        "links": [(1, 0, 3, "pipeline"), (2, 0, 3, "encoder"), (3, 1, 4, "candidates"), (4, 1, 5, "query"),
-                  (5, 1, 6, "answer_record"), (1, 0, 7, "pipeline"), (6, 1, 7, "reward"), (6, 1, 8, "reward"),
-                  (8, 0, 9, "images"), (3, 0, 10, "images")],
+        "links": [
+            (1, 0, 3, "pipeline"),
+            (2, 0, 3, "encoder"),
+            (3, 1, 4, "candidates"),
+            (4, 1, 5, "query"),
+            (5, 1, 6, "answer_record"),
+            (1, 0, 7, "pipeline"),
+            (6, 1, 7, "reward"),
+            (6, 1, 8, "reward"),
+            (8, 0, 9, "images"),
+            (3, 0, 10, "images"),
+        ],
     },
     "edpbrl_design_loop": {
         "description": "ED-PBRL: prompts designed slot by slot by Frank-Wolfe, rendered, asked as one question, recorded; the LoRA follows.",
         "nodes": [
             (1, "EDPBRL_LoadPipeline", (40, 60), {"model": "embedded", "resume_session": "designed"}),
             (2, "EDPBRL_FeatureEncoder", (40, 260), {"encoder": "embedded"}),
-            (3, "EDPBRL_DesignPrompts", (420, 60), {"session": "designed", "slots": LOOP_SLOTS, "base_prompt": "", "k": 2, "budget": 20, "questions": 1, "seed": 0, "adaptive": True}),
-            (4, "EDPBRL_SampleCandidates", (940, 60), {"session": "designed", "prompt": "", "count": 2, "seed": 0, "steps": 20, "guidance": 2.0}),
+            (
+                3,
+                "EDPBRL_DesignPrompts",
+                (420, 60),
+                {
+                    "session": "designed",
+                    "slots": LOOP_SLOTS,
+                    "base_prompt": "",
+                    "k": 2,
+                    "budget": 20,
+                    "questions": 1,
+                    "seed": 0,
+                    "adaptive": True,
+                },
+            ),
+            (
+                4,
+                "EDPBRL_SampleCandidates",
+                (940, 60),
+                {"session": "designed", "prompt": "", "count": 2, "seed": 0, "steps": 20, "guidance": 2.0},
+            ),
             (5, "EDPBRL_SelectQuery", (1320, 60), {"k": 2, "strategy": "d_optimal"}),
             (6, "EDPBRL_Ask", (1700, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
             (7, "EDPBRL_RecordAnswer", (2080, 60), {}),
-            (8, "EDPBRL_UpdateLoRA", (2080, 260), {"method": "default", "steps": 60, "learning_rate": "default", "distill_samples": 0, "drift_cap": 0.5, "prompt": ""}),
+            (
+                8,
+                "EDPBRL_UpdateLoRA",
+                (2080, 260),
+                {
+                    "method": "default",
+                    "steps": 60,
+                    "learning_rate": "default",
+                    "distill_samples": 0,
+                    "drift_cap": 0.5,
+                    "prompt": "",
+                },
+            ),
             (9, "EDPBRL_SessionStatus", (2460, 60), {"session": "designed"}),
             (10, "PreviewImage", (2460, 360), {}),
         ],
-        "links": [(2, 0, 3, "encoder"), (1, 0, 3, "pipeline"), (1, 0, 4, "pipeline"), (2, 0, 4, "encoder"), (3, 0, 4, "prompts"),
-                  (4, 1, 5, "candidates"), (5, 1, 6, "query"), (6, 1, 7, "answer_record"), (1, 0, 8, "pipeline"),
-                  (7, 1, 8, "reward"), (7, 1, 9, "reward"), (9, 0, 10, "images")],
+        "links": [
+            (2, 0, 3, "encoder"),
+            (1, 0, 3, "pipeline"),
+            (1, 0, 4, "pipeline"),
+            (2, 0, 4, "encoder"),
+            (3, 0, 4, "prompts"),
+            (4, 1, 5, "candidates"),
+            (5, 1, 6, "query"),
+            (6, 1, 7, "answer_record"),
+            (1, 0, 8, "pipeline"),
+            (7, 1, 8, "reward"),
+            (7, 1, 9, "reward"),
+            (9, 0, 10, "images"),
+        ],
     },
 }
 
@@ -76,17 +152,52 @@ def native_workflows(checkpoint: str, config: str, lora_name: str) -> dict:
                 (5, "KSampler", (800, 60), sampler),
                 (6, "VAEDecode", (1180, 60), {}),
                 (7, "EDPBRL_FeatureEncoder", (1180, 260), {"encoder": "embedded"}),
-                (8, "EDPBRL_SelectQuery", (1560, 60), {"k": 2, "strategy": "d_optimal", "session": "native", "prompt": "a castle"}),
+                (
+                    8,
+                    "EDPBRL_SelectQuery",
+                    (1560, 60),
+                    {"k": 2, "strategy": "d_optimal", "session": "native", "prompt": "a castle"},
+                ),
                 (9, "EDPBRL_Ask", (1940, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
                 (10, "EDPBRL_RecordAnswer", (2320, 60), {}),
-                (11, "EDPBRL_LoadPipeline", (1940, 360), {"model": f"checkpoints/{checkpoint}", "config": config, "resume_session": "native"}),
-                (12, "EDPBRL_UpdateLoRA", (2320, 260), {"method": "default", "steps": 60, "learning_rate": "default", "distill_samples": 0, "drift_cap": 0.5, "prompt": "a castle"}),
+                (
+                    11,
+                    "EDPBRL_LoadPipeline",
+                    (1940, 360),
+                    {"model": f"checkpoints/{checkpoint}", "config": config, "resume_session": "native"},
+                ),
+                (
+                    12,
+                    "EDPBRL_UpdateLoRA",
+                    (2320, 260),
+                    {
+                        "method": "default",
+                        "steps": 60,
+                        "learning_rate": "default",
+                        "distill_samples": 0,
+                        "drift_cap": 0.5,
+                        "prompt": "a castle",
+                    },
+                ),
                 (13, "EDPBRL_SaveLoRA", (2710, 260), {"filename_prefix": "edpbrl"}),
             ],
-            "links": [(1, 0, 5, "model"), (1, 1, 2, "clip"), (1, 1, 3, "clip"), (2, 0, 5, "positive"), (3, 0, 5, "negative"),
-                      (4, 0, 5, "latent_image"), (5, 0, 6, "samples"), (1, 2, 6, "vae"), (6, 0, 8, "images"), (7, 0, 8, "encoder"),
-                      (8, 1, 9, "query"), (9, 1, 10, "answer_record"), (11, 0, 12, "pipeline"), (10, 1, 12, "reward"),
-                      (12, 0, 13, "pipeline")],
+            "links": [
+                (1, 0, 5, "model"),
+                (1, 1, 2, "clip"),
+                (1, 1, 3, "clip"),
+                (2, 0, 5, "positive"),
+                (3, 0, 5, "negative"),
+                (4, 0, 5, "latent_image"),
+                (5, 0, 6, "samples"),
+                (1, 2, 6, "vae"),
+                (6, 0, 8, "images"),
+                (7, 0, 8, "encoder"),
+                (8, 1, 9, "query"),
+                (9, 1, 10, "answer_record"),
+                (11, 0, 12, "pipeline"),
+                (10, 1, 12, "reward"),
+                (12, 0, 13, "pipeline"),
+            ],
         },
         "edpbrl_native_apply": {
             "description": "The stock LoraLoader applies the kohya file written by Save LoRA to the native MODEL at the trained strength.",
@@ -100,9 +211,19 @@ def native_workflows(checkpoint: str, config: str, lora_name: str) -> dict:
                 (7, "VAEDecode", (1560, 60), {}),
                 (8, "PreviewImage", (1940, 60), {}),
             ],
-            "links": [(1, 0, 2, "model"), (1, 1, 2, "clip"), (2, 0, 6, "model"), (2, 1, 3, "clip"), (2, 1, 4, "clip"),
-                      (3, 0, 6, "positive"), (4, 0, 6, "negative"), (5, 0, 6, "latent_image"), (6, 0, 7, "samples"),
-                      (1, 2, 7, "vae"), (7, 0, 8, "images")],
+            "links": [
+                (1, 0, 2, "model"),
+                (1, 1, 2, "clip"),
+                (2, 0, 6, "model"),
+                (2, 1, 3, "clip"),
+                (2, 1, 4, "clip"),
+                (3, 0, 6, "positive"),
+                (4, 0, 6, "negative"),
+                (5, 0, 6, "latent_image"),
+                (6, 0, 7, "samples"),
+                (1, 2, 7, "vae"),
+                (7, 0, 8, "images"),
+            ],
         },
     }
 
@@ -165,7 +286,9 @@ def capture(url: str, out: Path, specs: dict) -> None:
             ui.setdefault("extra", {})["edpbrl"] = {"description": spec["description"]}
             (out / f"{name}.json").write_text(json.dumps(ui, indent=1))
             (out / "api" / f"{name}.json").write_text(json.dumps(json.loads(result["api"]), indent=1))
-            page.evaluate("() => { const app = window.comfyAPI?.app?.app ?? window.app; app.canvas.ds.offset = [20, 20]; app.canvas.ds.scale = 0.62; app.graph.setDirtyCanvas(true, true); }")
+            page.evaluate(
+                "() => { const app = window.comfyAPI?.app?.app ?? window.app; app.canvas.ds.offset = [20, 20]; app.canvas.ds.scale = 0.62; app.graph.setDirtyCanvas(true, true); }"
+            )
             time.sleep(1)
             page.screenshot(path=str(out / "screenshots" / f"{name}.png"))
             print(f"captured {name}: {len(ui['nodes'])} nodes, {len(json.loads(result['api']))} in the API prompt")
@@ -209,7 +332,11 @@ def run_in_frontend(url: str, workflow: Path, answer: str, screenshot: Path | No
             queue = json.loads(urllib.request.urlopen(f"{url}/queue").read())
             if done and not queue["queue_running"]:
                 browser.close()
-                return {"status": done[-1]["status"], "outputs": list(done[-1]["outputs"]), "console_errors": [line for line in logs if "error" in line.lower()]}
+                return {
+                    "status": done[-1]["status"],
+                    "outputs": list(done[-1]["outputs"]),
+                    "console_errors": [line for line in logs if "error" in line.lower()],
+                }
             time.sleep(1)
         browser.close()
         raise TimeoutError("the workflow did not finish")
@@ -233,8 +360,14 @@ def main() -> None:
             specs.update(native_workflows(args.native_checkpoint, args.native_config, args.native_lora))
         capture(args.url, Path(args.out), specs)
     else:
-        print(json.dumps(run_in_frontend(args.url, Path(args.workflow), args.answer,
-                                         Path(args.screenshot) if args.screenshot else None), indent=1))
+        print(
+            json.dumps(
+                run_in_frontend(
+                    args.url, Path(args.workflow), args.answer, Path(args.screenshot) if args.screenshot else None
+                ),
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

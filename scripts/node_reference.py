@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("edpbrl_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+spec = importlib.util.spec_from_file_location(
+    "edpbrl_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+)
 pack = importlib.util.module_from_spec(spec)
 sys.modules["edpbrl_pack"] = pack
 spec.loader.exec_module(pack)

@@ -22,7 +22,9 @@ def rng():
 def load_pack(module_name: str):
     """Import the pack root the way ComfyUI does: a module named after its folder, loaded from __init__.py."""
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location(module_name, root / "__init__.py", submodule_search_locations=[str(root)])
+    spec = importlib.util.spec_from_file_location(
+        module_name, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)

@@ -62,15 +62,29 @@ def test_no_import_circle_in_the_engine_or_the_nodes():
 
 
 def test_the_layer_contracts_hold():
-    result = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
 
 
 def test_the_public_api_is_at_the_package_root():
     import edpbrl_plugin
 
-    for name in ("personalize", "PersonalizationLoop", "PersonalizationSession", "PersonalizationMixin", "UpdateConfig",
-                 "PreferenceStore", "load_encoder", "ShapesPipeline", "load_shapes_pipeline", "sample_images"):
+    for name in (
+        "personalize",
+        "PersonalizationLoop",
+        "PersonalizationSession",
+        "PersonalizationMixin",
+        "UpdateConfig",
+        "PreferenceStore",
+        "load_encoder",
+        "ShapesPipeline",
+        "load_shapes_pipeline",
+        "sample_images",
+    ):
         assert getattr(edpbrl_plugin, name) is not None
     assert edpbrl_plugin.__version__ and set(edpbrl_plugin.__all__) <= set(dir(edpbrl_plugin)) | {"__version__"}

@@ -45,12 +45,22 @@ def test_resuming_with_some_methods_keeps_every_recorded_method_in_the_summary(t
 
     from edpbrl_plugin.bench.align import run
 
-    records = [_run("papa@3e-05", 0, [0.1, 0.1, 0.2]), _run("ours-k4", 0, [0.1, 0.8]), _run("ours", 0, [0.1, 0.9]),
-               _run("ours-fresh", 0, [0.1, 0.5])]
-    (tmp_path / "align_runs.jsonl").write_text("".join(json.dumps({**r, "key": f"blue|{r['method']}|0"}) + "\n" for r in records))
+    records = [
+        _run("papa@3e-05", 0, [0.1, 0.1, 0.2]),
+        _run("ours-k4", 0, [0.1, 0.8]),
+        _run("ours", 0, [0.1, 0.9]),
+        _run("ours-fresh", 0, [0.1, 0.5]),
+    ]
+    (tmp_path / "align_runs.jsonl").write_text(
+        "".join(json.dumps({**r, "key": f"blue|{r['method']}|0"}) + "\n" for r in records)
+    )
     report = run(tmp_path, users=["blue"], seeds=0, methods=["ours"])  # nothing left to run: summarise only
     assert report["methods"] == ["ours", "ours-fresh", "ours-k4", "papa@3e-05"]
-    assert set(json.loads((tmp_path / "align.json").read_text())["summary"]["blue"]) >= {"ours", "ours-fresh", "papa@3e-05"}
+    assert set(json.loads((tmp_path / "align.json").read_text())["summary"]["blue"]) >= {
+        "ours",
+        "ours-fresh",
+        "papa@3e-05",
+    }
 
 
 def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypatch):

@@ -48,7 +48,9 @@ def test_tie_model_fisher_equals_hessian_averaged_over_outcomes_not_each_outcome
     logs = {
         "a": lambda t: log_expit(z @ t - delta_margin),
         "b": lambda t: log_expit(-(z @ t) - delta_margin),
-        "tie": lambda t: log_expit(z @ t + delta_margin) + log_expit(delta_margin - z @ t) + np.log1p(-np.exp(-2 * delta_margin)),
+        "tie": lambda t: (
+            log_expit(z @ t + delta_margin) + log_expit(delta_margin - z @ t) + np.log1p(-np.exp(-2 * delta_margin))
+        ),
     }
     probs = {name: np.exp(f(theta)) for name, f in logs.items()}
     assert sum(probs.values()) == pytest.approx(1.0)

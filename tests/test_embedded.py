@@ -16,8 +16,13 @@ def pipe():
 
 
 def sample(pipe, prompt, seed, steps=3):
-    return pipe(prompt=prompt, num_images_per_prompt=2, generator=torch.Generator().manual_seed(seed),
-                num_inference_steps=steps, output_type="np").images
+    return pipe(
+        prompt=prompt,
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=steps,
+        output_type="np",
+    ).images
 
 
 def test_samples_have_the_right_shape_and_range_and_follow_the_seed(pipe):
@@ -49,7 +54,11 @@ def test_the_pipeline_is_small_and_uses_the_specified_scheduler(pipe):
     n = sum(p.numel() for p in pipe.unet.parameters())
     assert 1_000_000 <= n <= 2_000_000
     config = pipe.scheduler.config
-    assert config.prediction_type == "v_prediction" and config.rescale_betas_zero_snr and config.timestep_spacing == "trailing"
+    assert (
+        config.prediction_type == "v_prediction"
+        and config.rescale_betas_zero_snr
+        and config.timestep_spacing == "trailing"
+    )
     assert sum(f.stat().st_size for f in GENERATOR_DIR.rglob("*.safetensors")) <= 10_000_000
 
 
@@ -59,7 +68,9 @@ def test_save_pretrained_from_pretrained_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "copy")
     again = ShapesPipeline.from_pretrained(tmp_path / "copy")
     again.set_progress_bar_config(disable=True)
-    np.testing.assert_allclose(sample(again, "green square outline", 3), sample(pipe, "green square outline", 3), atol=1e-5)
+    np.testing.assert_allclose(
+        sample(again, "green square outline", 3), sample(pipe, "green square outline", 3), atol=1e-5
+    )
 
 
 def test_unknown_words_are_an_error_listing_the_vocabulary_or_ignored_with_a_warning(pipe):

@@ -47,9 +47,21 @@ def test_clip_from_a_local_folder(tmp_path):
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 64},
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "vocab_size": 64,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=12,
     )
     CLIPModel(config).save_pretrained(tmp_path / "clip")

@@ -13,8 +13,16 @@ from edpbrl_plugin.tuning.adapters import ADAPTER_NAME, adapters_disabled
 from edpbrl_plugin.tuning.denoiser import Denoiser
 from edpbrl_plugin.tuning.updater import UpdateConfig
 
-FAST = UpdateConfig(steps=3, eval_every=3, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
-                    guidance_scale=1.0, drift_cap=10.0)
+FAST = UpdateConfig(
+    steps=3,
+    eval_every=3,
+    batch_size=2,
+    distill_samples=4,
+    eval_samples=2,
+    num_inference_steps=2,
+    guidance_scale=1.0,
+    drift_cap=10.0,
+)
 
 
 @pytest.mark.parametrize("factory", [tiny_sd, tiny_sdxl])

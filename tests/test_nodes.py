@@ -43,7 +43,9 @@ def test_every_node_follows_the_v1_contract(pack):
             for input_name, entry in spec.get(section, {}).items():
                 assert isinstance(entry, tuple) and 1 <= len(entry) <= 2, (name, input_name)
                 assert entry[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
-        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(
+            cls.OUTPUT_TOOLTIPS
+        )
         assert callable(getattr(cls, cls.FUNCTION)) and cls.DESCRIPTION
 
 
@@ -52,9 +54,35 @@ def loop(pack):
     """Load pipeline -> Feature encoder -> Sample candidates, shared by the tests below."""
     (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded")
     (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
-    images, candidates = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop",
-                             prompt="star\n", count=6, seed=3, steps=FAST_STEPS, guidance=2.0)
+    images, candidates = run(
+        pack,
+        "EDPBRL_SampleCandidates",
+        pipeline=pipeline,
+        encoder=encoder,
+        session="loop",
+        prompt="star\n",
+        count=6,
+        seed=3,
+        steps=FAST_STEPS,
+        guidance=2.0,
+    )
     return pipeline, encoder, images, candidates
+
+
+def dpo_update(pack, pipeline, reward, steps: int, prompt: str = ""):
+    """Update LoRA with a few DPO steps and no distillation pool (fast on a CPU)."""
+    return run(
+        pack,
+        "EDPBRL_UpdateLoRA",
+        pipeline=pipeline,
+        reward=reward,
+        method="dpo",
+        steps=steps,
+        learning_rate="1e-3",
+        distill_samples=0,
+        drift_cap=5.0,
+        prompt=prompt,
+    )
 
 
 def ask_in_thread(pack, query, **kwargs):
@@ -99,8 +127,7 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
     assert answer == "1" and token.choice == "1"
     status, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=token)
     assert "1 answers" in status and reward.n_answers == 1
-    new_pipeline, drift, report = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=2,
-                                      learning_rate="1e-3", distill_samples=0, drift_cap=5.0, prompt="star")
+    new_pipeline, drift, report = dpo_update(pack, pipeline, reward, steps=2, prompt="star")
     assert pipeline.version == 0 and new_pipeline.version == 1 and new_pipeline is not pipeline
     assert drift >= 0 and "dpo" in report
     (lora_name,) = run(pack, "EDPBRL_SaveLoRA", pipeline=new_pipeline, filename_prefix="test")
@@ -113,11 +140,22 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
     assert plot.ndim == 4 and plot.shape[0] == 1 and plot.shape[-1] == 3 and "LoRA v1" in text
     # Sampling with the old handle brings the base model back: handles never change under a consumer. (A new
     # session starts at the same seeds; "loop" itself moves on to new ones.)
-    base_again, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop-base",
-                        prompt="star", count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
+    base_again, next_round = (
+        run(
+            pack,
+            "EDPBRL_SampleCandidates",
+            pipeline=pipeline,
+            encoder=encoder,
+            session="loop-base",
+            prompt="star",
+            count=2,
+            seed=3,
+            steps=FAST_STEPS,
+            guidance=2.0,
+        )[0]
+        for _ in range(2)
+    )
     torch.testing.assert_close(base_again, images[:2])
-    next_round, _ = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="loop-base",
-                        prompt="star", count=2, seed=3, steps=FAST_STEPS, guidance=2.0)
     assert not torch.allclose(next_round, base_again)
 
 
@@ -162,8 +200,16 @@ def test_timeouts_follow_their_stated_policy_and_cancel_ends_the_wait(pack, loop
 
 def test_any_image_batch_and_an_encoder_compose_with_native_graphs(pack, loop):
     _, encoder, images, _ = loop
-    options, query, gain = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:4], encoder=encoder,
-                               session="native", prompt="from KSampler")
+    options, query, gain = run(
+        pack,
+        "EDPBRL_SelectQuery",
+        k=2,
+        strategy="d_optimal",
+        images=images[:4],
+        encoder=encoder,
+        session="native",
+        prompt="from KSampler",
+    )
     assert options.shape == (2, 32, 32, 3) and query.session == "native"
 
 
@@ -175,15 +221,43 @@ def test_bad_inputs_are_clear_node_errors(pack, loop):
     with pytest.raises(ValueError, match="has 1 image"):
         run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=images[:1], encoder=encoder, session="loop")
     with pytest.raises(ValueError, match="IMAGE tensor"):
-        run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", images=np.zeros((2, 4, 4, 3)), encoder=encoder, session="loop")
+        run(
+            pack,
+            "EDPBRL_SelectQuery",
+            k=2,
+            strategy="d_optimal",
+            images=np.zeros((2, 4, 4, 3)),
+            encoder=encoder,
+            session="loop",
+        )
     with pytest.raises(ValueError, match="larger than"):
         run(pack, "EDPBRL_SelectQuery", k=8, strategy="d_optimal", candidates=candidates)
     with pytest.raises(ValueError, match="pipeline must come from"):
-        run(pack, "EDPBRL_SampleCandidates", pipeline="not a pipeline", encoder=encoder, session="loop", prompt="",
-            count=2, seed=0, steps=1, guidance=1.0)
+        run(
+            pack,
+            "EDPBRL_SampleCandidates",
+            pipeline="not a pipeline",
+            encoder=encoder,
+            session="loop",
+            prompt="",
+            count=2,
+            seed=0,
+            steps=1,
+            guidance=1.0,
+        )
     with pytest.raises(ValueError, match="invalid session id"):
-        run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="../../etc", prompt="",
-            count=2, seed=0, steps=1, guidance=1.0)
+        run(
+            pack,
+            "EDPBRL_SampleCandidates",
+            pipeline=pipeline,
+            encoder=encoder,
+            session="../../etc",
+            prompt="",
+            count=2,
+            seed=0,
+            steps=1,
+            guidance=1.0,
+        )
     with pytest.raises(ValueError, match="must come from Ask"):
         run(pack, "EDPBRL_RecordAnswer", answer_record="0")
     (other,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded-embedding")
@@ -193,8 +267,18 @@ def test_bad_inputs_are_clear_node_errors(pack, loop):
         routes.answer({"query": 987654, "answer": "0"})
     reward = sys.modules["edpbrl_pack.nodes.types"].RewardToken("loop", 1)
     with pytest.raises(ValueError, match="learning_rate must be one of"):
-        run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=1, learning_rate="0.00000",
-            distill_samples=0, drift_cap=1.0, prompt="")
+        run(
+            pack,
+            "EDPBRL_UpdateLoRA",
+            pipeline=pipeline,
+            reward=reward,
+            method="dpo",
+            steps=1,
+            learning_rate="0.00000",
+            distill_samples=0,
+            drift_cap=1.0,
+            prompt="",
+        )
     with pytest.raises(ValueError, match="send JSON"):
         routes.answer({"answer": "0"})
     with pytest.raises(ValueError, match="no LoRA yet"):
@@ -235,14 +319,27 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
     from edpbrl_plugin.tuning.updater import UpdateConfig
 
     configure = UpdateConfig.for_pipeline.__func__  # this test is about the store: skip the reward checks' sampling
-    monkeypatch.setattr(UpdateConfig, "for_pipeline",
-                        classmethod(lambda cls, pipe, **overrides: configure(cls, pipe, early_stopping=False, **overrides)))
+    monkeypatch.setattr(
+        UpdateConfig,
+        "for_pipeline",
+        classmethod(lambda cls, pipe, **overrides: configure(cls, pipe, early_stopping=False, **overrides)),
+    )
     for round_, answer in enumerate(("A", "B"), start=1):
         (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded", resume_session="my-taste")
         assert pipeline.version == round_ - 1
         (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
-        _, candidates = run(pack, "EDPBRL_SampleCandidates", pipeline=pipeline, encoder=encoder, session="my-taste",
-                            prompt="", count=4, seed=0, steps=2, guidance=2.0)
+        _, candidates = run(
+            pack,
+            "EDPBRL_SampleCandidates",
+            pipeline=pipeline,
+            encoder=encoder,
+            session="my-taste",
+            prompt="",
+            count=4,
+            seed=0,
+            steps=2,
+            guidance=2.0,
+        )
         _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", candidates=candidates)
         thread, result = ask_in_thread(pack, query, mode="wait", timeout_s=0, on_timeout="leave pending")
         wait_until_waiting(query.id)
@@ -250,8 +347,7 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
         thread.join(10)
         assert reply["label"] == answer and result["out"][0] == str("AB".index(answer))
         _, reward = run(pack, "EDPBRL_RecordAnswer", answer_record=result["out"][1])
-        updated, _, _ = run(pack, "EDPBRL_UpdateLoRA", pipeline=pipeline, reward=reward, method="dpo", steps=1,
-                            learning_rate="1e-3", distill_samples=0, drift_cap=5.0, prompt="")
+        updated, _, _ = dpo_update(pack, pipeline, reward, steps=1)
         assert updated.version == round_
         run(pack, "EDPBRL_SessionStatus", session="my-taste", reward=reward)
     from edpbrl_plugin import PreferenceStore
@@ -264,9 +360,13 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
 
 def test_a_bad_session_name_is_refused_when_the_prompt_is_queued(pack):
     bad = "../../etc/x"
-    for name, inputs in (("EDPBRL_SampleCandidates", {"session": bad}), ("EDPBRL_DesignPrompts", {"session": bad}),
-                         ("EDPBRL_SelectQuery", {"session": bad}), ("EDPBRL_SessionStatus", {"session": bad}),
-                         ("EDPBRL_LoadPipeline", {"resume_session": bad})):
+    for name, inputs in (
+        ("EDPBRL_SampleCandidates", {"session": bad}),
+        ("EDPBRL_DesignPrompts", {"session": bad}),
+        ("EDPBRL_SelectQuery", {"session": bad}),
+        ("EDPBRL_SessionStatus", {"session": bad}),
+        ("EDPBRL_LoadPipeline", {"resume_session": bad}),
+    ):
         message = pack.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(**inputs)
         assert isinstance(message, str) and message.startswith("invalid session id '../../etc/x'"), name
     assert pack.NODE_CLASS_MAPPINGS["EDPBRL_LoadPipeline"].VALIDATE_INPUTS(resume_session="") is True

@@ -60,7 +60,9 @@ def test_greedy_batch_conditions_on_pending_questions(rng):
         precision += model.pair_weight(model.theta_ @ z) * np.outer(z, z)
     np.testing.assert_allclose(ctx.covariance, np.linalg.inv(precision), atol=1e-9)
     np.testing.assert_allclose(ctx.gram, features @ np.linalg.inv(precision) @ features.T, atol=1e-9)
-    np.testing.assert_allclose(ctx.gram2, features @ np.linalg.matrix_power(np.linalg.inv(precision), 2) @ features.T, atol=1e-9)
+    np.testing.assert_allclose(
+        ctx.gram2, features @ np.linalg.matrix_power(np.linalg.inv(precision), 2) @ features.T, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

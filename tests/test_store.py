@@ -23,7 +23,9 @@ def store(tmp_path):
 
 def add_pair(store, session="s1", prompts=("a", "b")):
     images = [np.full((4, 4, 3), i * 40, np.uint8) for i in range(len(prompts))]
-    ids = store.add_candidates(session, list(prompts), features=np.eye(len(prompts), 3), images=images, seeds=[1, 2][: len(prompts)])
+    ids = store.add_candidates(
+        session, list(prompts), features=np.eye(len(prompts), 3), images=images, seeds=[1, 2][: len(prompts)]
+    )
     return store.add_query(session, ids, strategy="d_optimal", information_gain=0.2)
 
 
@@ -133,7 +135,9 @@ def test_a_store_written_by_schema_version_1_opens_and_migrates(tmp_path):
     db.execute("INSERT INTO sessions VALUES ('old', 'bo', 1.0, '{}')")
     db.execute("INSERT INTO candidates (session, prompt, generator, created) VALUES ('old', 'a', '{}', 1.0)")
     db.execute("INSERT INTO candidates (session, prompt, generator, created) VALUES ('old', 'b', '{}', 1.0)")
-    db.execute("INSERT INTO queries (session, candidates, strategy, status, created) VALUES ('old', '[1, 2]', 'random', 'answered', 1.0)")
+    db.execute(
+        "INSERT INTO queries (session, candidates, strategy, status, created) VALUES ('old', '[1, 2]', 'random', 'answered', 1.0)"
+    )
     db.execute("INSERT INTO answers (query, session, choice, created) VALUES (1, 'old', '1', 2.0)")
     db.commit()
     db.close()
@@ -157,7 +161,9 @@ def test_newer_schema_is_refused(tmp_path):
 def test_export_import_pairs_and_dpo_folders(tmp_path, store):
     q = add_pair(store)
     store.submit_answer(q.id, 1)
-    k = store.add_query("s1", store.add_candidates("s1", ["x", "y", "z"], images=[np.full((4, 4, 3), v, np.uint8) for v in (1, 2, 3)]))
+    k = store.add_query(
+        "s1", store.add_candidates("s1", ["x", "y", "z"], images=[np.full((4, 4, 3), v, np.uint8) for v in (1, 2, 3)])
+    )
     store.submit_answer(k.id, 2)
     store.submit_answer(add_pair(store).id, "tie")
     assert store.export_pairs("s1", tmp_path / "pairs.jsonl") == 3
@@ -167,14 +173,18 @@ def test_export_import_pairs_and_dpo_folders(tmp_path, store):
         assert other.import_pairs(tmp_path / "pairs.jsonl", "copy") == 3
         assert other.export_pairs("copy", tmp_path / "again.jsonl") == 3
         again = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
-        assert [(r["winner_prompt"], r["loser_prompt"]) for r in again] == [(r["winner_prompt"], r["loser_prompt"]) for r in rows]
+        assert [(r["winner_prompt"], r["loser_prompt"]) for r in again] == [
+            (r["winner_prompt"], r["loser_prompt"]) for r in rows
+        ]
     assert store.export_dpo_folders("s1", tmp_path / "dpo") == 3
     assert sorted(p.name for p in (tmp_path / "dpo" / "w").iterdir())[:2] == ["00000.png", "00000.txt"]
 
 
 def test_lora_versions_and_snapshots(store):
     assert store.next_lora_version("s1") == 1
-    v1 = store.add_lora_version("s1", "a.safetensors", "dpo+rwr", 5, drift=0.01, kohya_file="k.safetensors", metadata={"r": 4})
+    v1 = store.add_lora_version(
+        "s1", "a.safetensors", "dpo+rwr", 5, drift=0.01, kohya_file="k.safetensors", metadata={"r": 4}
+    )
     v2 = store.add_lora_version("s1", "b.safetensors", "dpo+rwr", 9)
     assert (v1.version, v2.version) == (1, 2) and store.lora_versions("s1")[0].metadata == {"r": 4}
     theta, cov = np.arange(3.0), np.eye(3) * 2

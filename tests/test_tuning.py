@@ -67,7 +67,9 @@ def test_dpo_loss_is_log2_at_the_reference_and_its_gradient_vanishes_only_for_id
         assert dpo_loss(errors[:1], errors[1:], errors[:1], errors[1:], 2000.0)[0].item() == pytest.approx(math.log(2))
         sd.unet.zero_grad()
         _dpo(sd, denoiser, x0, cond, noise, t).backward()
-        norms[same] = sum(float(p.grad.abs().sum()) for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None)
+        norms[same] = sum(
+            float(p.grad.abs().sum()) for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None
+        )
     assert norms[False] > 0 and norms[True] <= 1e-4 * norms[False]  # float32 round-off only
 
 
@@ -106,8 +108,12 @@ def test_papa_loss_sign_follows_like_and_dislike():
 def test_papa_loss_is_finite_at_the_schedule_end_points_for_v_prediction_zero_snr(sd):
     from diffusers import DDIMScheduler
 
-    sd.scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-                                 rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    sd.scheduler = DDIMScheduler(
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
     denoiser = Denoiser(sd)
     weights = elbo_weights(denoiser)
     assert torch.isfinite(weights).all() and weights.mean() == pytest.approx(1.0, abs=1e-5)
@@ -122,11 +128,18 @@ def test_papa_loss_is_finite_at_the_schedule_end_points_for_v_prediction_zero_sn
         eps = denoiser.to_epsilon(denoiser.predict(x_t, t, cond), x_t, t)
         with torch.no_grad(), adapters_disabled(sd.unet):
             eps_base = denoiser.to_epsilon(denoiser.predict(x_t, t, cond), x_t, t)
-        loss = papa_loss(per_sample_mse(eps, noise), per_sample_mse(eps_base, noise), per_sample_mse(eps, eps_base),
-                         torch.tensor([1.0, -1.0]), weights[t])
+        loss = papa_loss(
+            per_sample_mse(eps, noise),
+            per_sample_mse(eps_base, noise),
+            per_sample_mse(eps, eps_base),
+            torch.tensor([1.0, -1.0]),
+            weights[t],
+        )
         loss.backward()
         assert torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None)
+        assert all(
+            torch.isfinite(p.grad).all() for n, p in sd.unet.named_parameters() if "lora_" in n and p.grad is not None
+        )
 
 
 def test_epapa_gate_leaves_the_base_output_unchanged_below_k(sd):
@@ -149,13 +162,24 @@ def test_epapa_gate_leaves_the_base_output_unchanged_below_k(sd):
 def test_cold_start_update_begins_from_the_base_model_not_the_previous_adapter(sd):
     """warm_start=False: before any training step the adapter adds nothing (every lora_B is zero), so an
     earlier wrong update is not the starting point and early stopping's first check is the base model."""
-    config = UpdateConfig(steps=2, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
-                          guidance_scale=1.0, drift_cap=10.0, warm_start=False)
+    config = UpdateConfig(
+        steps=2,
+        eval_every=2,
+        batch_size=2,
+        distill_samples=4,
+        eval_samples=2,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        drift_cap=10.0,
+        warm_start=False,
+    )
     updater = LoraUpdater(sd, config, reward_fn=lambda images: images.mean(axis=(1, 2, 3)))
     _perturb_adapter(sd.unet, scale=1.0)
     states = []  # the adapter at every denoising step of the update's sampling (pool, then reward checks)
-    updater.update(pairs=[PreferencePair(np.full((16, 16, 3), 0.9), np.full((16, 16, 3), 0.1))],
-                   check=lambda: states.append(adapter_state(sd.unet)))
+    updater.update(
+        pairs=[PreferencePair(np.full((16, 16, 3), 0.9), np.full((16, 16, 3), 0.1))],
+        check=lambda: states.append(adapter_state(sd.unet)),
+    )
     first, last = states[0], adapter_state(sd.unet)
     lora_b = [k for k in first if "lora_B" in k]
     assert lora_b and all(float(first[k].abs().max()) == 0.0 for k in lora_b)
@@ -172,7 +196,11 @@ def test_kohya_export_uses_diffusers_module_paths_and_alpha_equal_to_lora_alpha(
     for key, value in state.items():
         stem, suffix = key.split(".", 1)
         assert stem.startswith("lora_unet_") and suffix in ("lora_down.weight", "lora_up.weight", "alpha")
-        assert any(stem == "lora_unet_" + m.replace(".", "_") for m in modules if m.endswith(("to_q", "to_k", "to_v", "to_out.0")))
+        assert any(
+            stem == "lora_unet_" + m.replace(".", "_")
+            for m in modules
+            if m.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+        )
         if suffix == "alpha":
             assert value.item() == 8.0
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in state
@@ -232,13 +260,21 @@ def test_update_trains_when_the_host_runs_it_under_inference_mode():
     with torch.inference_mode():
         pipe = tiny_sd()
         pipe.set_progress_bar_config(disable=True)
-        updater = LoraUpdater(pipe, UpdateConfig(method="dpo", steps=3, eval_every=3, num_inference_steps=2, guidance_scale=1.0))
+        updater = LoraUpdater(
+            pipe, UpdateConfig(method="dpo", steps=3, eval_every=3, num_inference_steps=2, guidance_scale=1.0)
+        )
         before = adapter_state(pipe.unet)
         report = updater.update([PreferencePair(images[0], images[1], "a", "a")])
     assert report.steps == 3 and report.changed and all(np.isfinite(report.losses))
     assert any(not torch.equal(before[k], v) for k, v in adapter_state(pipe.unet).items())
     with torch.inference_mode():  # the session's saved LoRA loaded into the same UNet, as Load Pipeline does
-        loaded = [(m, n, p) for path, m in pipe.unet.named_modules() if "lora_" in path for n, p in m._parameters.items() if p is not None]
+        loaded = [
+            (m, n, p)
+            for path, m in pipe.unet.named_modules()
+            if "lora_" in path
+            for n, p in m._parameters.items()
+            if p is not None
+        ]
         for module, name, param in loaded:
             module._parameters[name] = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
         assert loaded and all(module._parameters[name].is_inference() for module, name, _ in loaded)
@@ -258,8 +294,17 @@ def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
     pipe = tiny_sd()
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
-    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
-                          guidance_scale=1.0, drift_cap=10.0, early_stopping=False)
+    config = UpdateConfig(
+        steps=4,
+        eval_every=2,
+        batch_size=2,
+        distill_samples=4,
+        eval_samples=2,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        drift_cap=10.0,
+        early_stopping=False,
+    )
     updater = LoraUpdater(pipe, config, reward_fn=lambda ims: ims.mean(axis=(1, 2, 3)), prompts=["a castle"])
     pair = PreferencePair(images[0], images[1], "a castle", "a castle")
     updater.update([pair])  # a trained adapter to put back
@@ -270,7 +315,9 @@ def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
         if progress[-1] == ((1, 6) if cancel_at == "pool sampling" else (2, config.steps)):
             raise Cancelled()
 
-    updater.config = dataclasses.replace(config, distill_samples=6, sample_batch_size=2)  # a new pool: 3 batches x 2 steps
+    updater.config = dataclasses.replace(
+        config, distill_samples=6, sample_batch_size=2
+    )  # a new pool: 3 batches x 2 steps
     with pytest.raises(Cancelled):
         updater.update([pair], on_step=lambda done, total: progress.append((done, total)), check=check)
     pool = [(i, 6) for i in range(1, 7)]
@@ -296,10 +343,21 @@ def test_reported_reward_after_is_the_reward_of_the_adapter_kept(tolerance, kept
             checks.append(float(value.mean()))
         return value
 
-    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=3, num_inference_steps=2,
-                          guidance_scale=1.0, drift_cap=10.0, tolerance=tolerance, patience=1)
+    config = UpdateConfig(
+        steps=4,
+        eval_every=2,
+        batch_size=2,
+        distill_samples=4,
+        eval_samples=3,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        drift_cap=10.0,
+        tolerance=tolerance,
+        patience=1,
+    )
     report = LoraUpdater(pipe, config, reward_fn=falling_reward, prompts=["a"]).update(
-        [PreferencePair(images[0], images[1], "a", "a")])
+        [PreferencePair(images[0], images[1], "a", "a")]
+    )
     assert report.reward_before == pytest.approx(checks[0])
     assert report.reward_after == pytest.approx(checks[-1] if kept == "last check" else checks[0])
     assert (report.stopped is None) == (kept == "last check")
@@ -311,19 +369,35 @@ def test_updates_run_on_sd_and_sdxl_pipelines(factory):
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
     reward = lambda ims: ims.mean(axis=(1, 2, 3))  # noqa: E731  brighter is better
-    config = UpdateConfig(steps=4, eval_every=2, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2,
-                          guidance_scale=1.0, drift_cap=10.0)
+    config = UpdateConfig(
+        steps=4,
+        eval_every=2,
+        batch_size=2,
+        distill_samples=4,
+        eval_samples=2,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+        drift_cap=10.0,
+    )
     updater = LoraUpdater(pipe, config, reward_fn=reward, prompts=["a castle"])
-    report = updater.update([PreferencePair(images[0], images[1], "a castle", "a castle")],
-                            [Rating(images[2], -1, "a castle")])
+    report = updater.update(
+        [PreferencePair(images[0], images[1], "a castle", "a castle")], [Rating(images[2], -1, "a castle")]
+    )
     assert report.changed and all(np.isfinite(report.losses)) and report.drift >= 0
     assert ADAPTER_NAME in pipe.unet.peft_config
 
 
 def test_drift_cap_stops_the_update_and_restores(sd):
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
-    config = UpdateConfig(method="dpo", steps=6, eval_every=2, learning_rate=0.5, drift_cap=1e-9, num_inference_steps=2,
-                          guidance_scale=1.0)
+    config = UpdateConfig(
+        method="dpo",
+        steps=6,
+        eval_every=2,
+        learning_rate=0.5,
+        drift_cap=1e-9,
+        num_inference_steps=2,
+        guidance_scale=1.0,
+    )
     updater = LoraUpdater(sd, config)
     before = adapter_state(sd.unet)
     report = updater.update([PreferencePair(images[0], images[1], "a", "a")])

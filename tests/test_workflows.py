@@ -26,10 +26,17 @@ def node_info(name: str, cls, display: str) -> dict:
     """What ComfyUI's /object_info reports for a V1 node class (same fields as its server's node_info)."""
     inputs = cls.INPUT_TYPES()
     return {
-        "input": inputs, "input_order": {k: list(v) for k, v in inputs.items()}, "output": list(cls.RETURN_TYPES),
-        "output_is_list": [False] * len(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES), "name": name,
-        "display_name": display, "description": cls.DESCRIPTION, "python_module": "custom_nodes.edpbrl",
-        "category": cls.CATEGORY, "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+        "input": inputs,
+        "input_order": {k: list(v) for k, v in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_is_list": [False] * len(cls.RETURN_TYPES),
+        "output_name": list(cls.RETURN_NAMES),
+        "name": name,
+        "display_name": display,
+        "description": cls.DESCRIPTION,
+        "python_module": "custom_nodes.edpbrl",
+        "category": cls.CATEGORY,
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
         "output_tooltips": list(cls.OUTPUT_TOOLTIPS),
     }
 
@@ -74,14 +81,18 @@ def test_every_node_of_each_api_workflow_runs_in_comfyui(pack):
             if key not in seen:
                 seen.add(key)
                 reached += [v[0] for v in prompt[key]["inputs"].values() if isinstance(v, list) and len(v) == 2]
-        assert seen == set(prompt), f"{path.name}: nodes {sorted(set(prompt) - seen)} feed no output node, so ComfyUI skips them"
+        assert seen == set(prompt), (
+            f"{path.name}: nodes {sorted(set(prompt) - seen)} feed no output node, so ComfyUI skips them"
+        )
 
 
 def _order(prompt: dict) -> list[str]:
     done, order = set(), []
     while len(order) < len(prompt):
         for key, node in prompt.items():
-            deps = {v[0] for v in node["inputs"].values() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)}
+            deps = {
+                v[0] for v in node["inputs"].values() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+            }
             if key not in done and deps <= done:
                 done.add(key)
                 order.append(key)
@@ -97,7 +108,9 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
     from edpbrl_plugin.hosting.broker import BROKER
 
     outputs: dict[str, tuple] = {}
-    native = any(n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] != "embedded" for n in prompt.values())
+    native = any(
+        n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] != "embedded" for n in prompt.values()
+    )
     for key in _order(prompt):
         node = prompt[key]
         if node["class_type"] not in pack.NODE_CLASS_MAPPINGS:

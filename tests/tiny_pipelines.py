@@ -23,48 +23,98 @@ def tokenizer() -> CLIPTokenizer:
 
 
 def _text_config(**kw) -> CLIPTextConfig:
-    return CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-5,
-                          num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000, **kw)
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        **kw,
+    )
 
 
 def _vae() -> AutoencoderKL:
-    return AutoencoderKL(block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    return AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
 
 
 def _scheduler() -> DDIMScheduler:
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
 
 
 def sd15_shaped_unet() -> UNet2DConditionModel:
     """SD1.5's block layout (cross-attention down blocks first, plain last) at toy width."""
     return UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=4,
+        attention_head_dim=2,
     )
 
 
 def tiny_sd() -> StableDiffusionPipeline:
     torch.manual_seed(0)
     return StableDiffusionPipeline(
-        unet=sd15_shaped_unet(), vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=tokenizer(),
-        scheduler=_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        unet=sd15_shaped_unet(),
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=tokenizer(),
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
 def tiny_sdxl() -> StableDiffusionXLPipeline:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=4,
     )
     return StableDiffusionXLPipeline(
-        unet=unet, vae=_vae(), text_encoder=CLIPTextModel(_text_config()), tokenizer=tokenizer(),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(projection_dim=32)), tokenizer_2=tokenizer(),
+        unet=unet,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(projection_dim=32)),
+        tokenizer_2=tokenizer(),
         scheduler=_scheduler(),
     )

@@ -70,19 +70,33 @@ class Bench:
         and seeds before and after every update, so the base point is the model the first update starts from)."""
         images = loop.images(self.eval_samples, EVAL_SEED)
         labels = self.judge(images)
-        return {"share": float(user.taste.preferred(labels).mean()), "utility": float(user.taste.utility(labels).mean())}, images
+        return {
+            "share": float(user.taste.preferred(labels).mean()),
+            "utility": float(user.taste.utility(labels).mean()),
+        }, images
 
 
-def run_loop(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, candidates: int,
-             config: UpdateConfig, k: int = 2, strategy: str = "d_optimal", base_share: float = 0.0) -> dict:
+def run_loop(
+    bench: Bench,
+    user_name: str,
+    seed: int,
+    budget: int,
+    per_round: int,
+    candidates: int,
+    config: UpdateConfig,
+    k: int = 2,
+    strategy: str = "d_optimal",
+    base_share: float = 0.0,
+) -> dict:
     """One run of the loop until ``budget`` human actions: our variants (K-way questions on ``candidates``
     fresh samples a round) and PAPA's (k = 1: like / dislike each of ``per_round`` fresh samples)."""
     user = make_user(user_name, seed=seed, judge=bench.judge)
     answer = user.answer if k > 1 else (lambda images: user.rate(images)[0])
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
-        loop = PersonalizationLoop(session, load_pipeline(), config, [bench.prompt], k=k, strategy=strategy,
-                                   base_share=base_share)
+        loop = PersonalizationLoop(
+            session, load_pipeline(), config, [bench.prompt], k=k, strategy=strategy, base_share=base_share
+        )
         point, images = bench.evaluate(loop, user)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
         actions, round_ = 0, 0
@@ -93,8 +107,15 @@ def run_loop(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
             done = loop.run_round(answer, pool, n, seed=seed * 1_000_003 + round_ * pool, question_seed=seed + round_)
             actions += len(done.answers)
             report = done.report
-            updates.append({"actions": actions, "steps": report.steps, "seconds": report.seconds, "drift": report.drift,
-                            "stopped": report.stopped})
+            updates.append(
+                {
+                    "actions": actions,
+                    "steps": report.steps,
+                    "seconds": report.seconds,
+                    "drift": report.drift,
+                    "stopped": report.stopped,
+                }
+            )
             point, images = bench.evaluate(loop, user)
             curve.append({"actions": actions, **point, "drift": report.drift})
     return {"curve": curve, "updates": updates, "before": first_images, "after": images}
@@ -102,7 +123,9 @@ def run_loop(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
 
 def papa_config(seed: int, learning_rate: float) -> UpdateConfig:
     """PAPA as its paper runs it: its loss and base pull only, no early stopping, no drift cap."""
-    return UpdateConfig(method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf"))
+    return UpdateConfig(
+        method="papa", learning_rate=learning_rate, early_stopping=False, seed=seed, drift_cap=float("inf")
+    )
 
 
 _BENCH: Bench | None = None
@@ -119,18 +142,47 @@ def _run_job(job: tuple) -> dict:
     if method in OURS_METHODS:
         variant = dict(OURS_METHODS[method])
         config = UpdateConfig(seed=seed, **variant.pop("update", {}))
-        result = run_loop(_BENCH, user, seed, settings["budget"], settings["per_round"], settings["candidates"], config=config,
-                          **variant)
+        result = run_loop(
+            _BENCH,
+            user,
+            seed,
+            settings["budget"],
+            settings["per_round"],
+            settings["candidates"],
+            config=config,
+            **variant,
+        )
     else:
         config = papa_config(seed, float(method.split("@")[1]))
-        result = run_loop(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], 0, config=config, k=1)
-    return {"key": f"{user}|{method}|{seed}", "user": user, "method": method, "seed": seed, "curve": result["curve"],
-            "updates": result["updates"], "seconds": time.perf_counter() - start,
-            "before": result["before"][:32], "after": result["after"][:32]}
+        result = run_loop(
+            _BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], 0, config=config, k=1
+        )
+    return {
+        "key": f"{user}|{method}|{seed}",
+        "user": user,
+        "method": method,
+        "seed": seed,
+        "curve": result["curve"],
+        "updates": result["updates"],
+        "seconds": time.perf_counter() - start,
+        "before": result["before"][:32],
+        "after": result["after"][:32],
+    }
 
 
-def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = None, budget: int = 30, papa_budget: int = 60,
-        per_round: int = 10, papa_per_round: int = 10, candidates: int = 24, eval_samples: int = 64, workers: int = 1) -> dict:
+def run(
+    out: Path,
+    users: list[str],
+    seeds: int,
+    methods: list[str] | None = None,
+    budget: int = 30,
+    papa_budget: int = 60,
+    per_round: int = 10,
+    papa_per_round: int = 10,
+    candidates: int = 24,
+    eval_samples: int = 64,
+    workers: int = 1,
+) -> dict:
     """Run every (user, method, seed) of ``methods`` not yet in ``align_runs.jsonl``, then summarise, plot and print.
 
     The summary covers every run in ``align_runs.jsonl`` (all users, methods and seeds there, each method's
@@ -141,9 +193,19 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
         raise ValueError(f"unknown simulated user(s) {unknown}; choose from {sorted(USER_PRESETS)}")
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "align_runs.jsonl"
-    runs = {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()} if runs_path.exists() else {}
-    settings = {"budget": budget, "papa_budget": papa_budget, "per_round": per_round, "papa_per_round": papa_per_round,
-                "candidates": candidates, "eval_samples": eval_samples}
+    runs = (
+        {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()}
+        if runs_path.exists()
+        else {}
+    )
+    settings = {
+        "budget": budget,
+        "papa_budget": papa_budget,
+        "per_round": per_round,
+        "papa_per_round": papa_per_round,
+        "candidates": candidates,
+        "eval_samples": eval_samples,
+    }
     jobs = [(u, m, s, settings) for u in users for s in range(seeds) for m in methods if f"{u}|{m}|{s}" not in runs]
     print(f"{len(runs)} runs already done, {len(jobs)} to run on {workers} worker(s)", flush=True)
     started = time.perf_counter()
@@ -154,20 +216,32 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
             before, after = record.pop("before"), record.pop("after")
             if record["seed"] == 0:
                 save_grid(before, out / f"align_{record['user']}_before.png", columns=8)
-                save_grid(after, out / f"align_{record['user']}_{record['method'].replace('@', '_')}_after.png", columns=8)
+                save_grid(
+                    after, out / f"align_{record['user']}_{record['method'].replace('@', '_')}_after.png", columns=8
+                )
             runs[record["key"]] = record
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             first, last = record["curve"][0], record["curve"][-1]
-            print(f"{record['user']:16} {record['method']:12} seed {record['seed']}: share {first['share']:.2f} -> "
-                  f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)", flush=True)
+            print(
+                f"{record['user']:16} {record['method']:12} seed {record['seed']}: share {first['share']:.2f} -> "
+                f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)",
+                flush=True,
+            )
         if pool:
             pool.shutdown()
     summarised = sorted({r["method"] for r in runs.values()}, key=check_method)
     summary = summarise(list(runs.values()), summarised)
-    report = {"benchmark": "align", "users": list(summary), "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods},
-              "methods": summarised, **settings,
-              "environment": environment(), "wall_seconds": time.perf_counter() - started, "summary": summary}
+    report = {
+        "benchmark": "align",
+        "users": list(summary),
+        "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods},
+        "methods": summarised,
+        **settings,
+        "environment": environment(),
+        "wall_seconds": time.perf_counter() - started,
+        "summary": summary,
+    }
     write_json(out / "align.json", report)
     plot(summary, out / "align.png")
     print(format_table(summary))
@@ -177,12 +251,17 @@ def run(out: Path, users: list[str], seeds: int, methods: list[str] | None = Non
 def check_method(method: str) -> tuple:
     """A method's sort key, which also checks its name: our variants in ``OURS_METHODS`` order, then the PAPA grid by learning rate."""
     try:
-        rank, rate = ((len(OURS_METHODS), float(method.removeprefix("papa@"))) if method.startswith("papa@")
-                      else (list(OURS_METHODS).index(method), 0.0))
+        rank, rate = (
+            (len(OURS_METHODS), float(method.removeprefix("papa@")))
+            if method.startswith("papa@")
+            else (list(OURS_METHODS).index(method), 0.0)
+        )
     except ValueError:
         rank, rate = None, 0.0
     if rank is None or (rank == len(OURS_METHODS) and not rate > 0):
-        raise ValueError(f"unknown align method {method!r}: use {', '.join(OURS_METHODS)} or papa@<learning rate>, e.g. papa@3e-5")
+        raise ValueError(
+            f"unknown align method {method!r}: use {', '.join(OURS_METHODS)} or papa@<learning rate>, e.g. papa@3e-5"
+        )
     return rank, rate
 
 
@@ -199,8 +278,14 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
             utility = np.array([[p["utility"] for p in r["curve"]] for r in rows])
             drift = np.array([[p["drift"] for p in r["curve"]] for r in rows])
             update_seconds = [u["seconds"] for r in rows for u in r["updates"]]
-            per_method[method] = {"n_seeds": len(rows), "actions": actions, "share": mean_ci(share, bounds=(0.0, 1.0)), "utility": mean_ci(utility),
-                                  "drift": mean_ci(drift), "seconds_per_update": float(np.mean(update_seconds))}
+            per_method[method] = {
+                "n_seeds": len(rows),
+                "actions": actions,
+                "share": mean_ci(share, bounds=(0.0, 1.0)),
+                "utility": mean_ci(utility),
+                "drift": mean_ci(drift),
+                "seconds_per_update": float(np.mean(update_seconds)),
+            }
         papa = {m: v for m, v in per_method.items() if m.startswith("papa")}
         if papa:
             best = max(papa, key=lambda m: papa[m]["share"]["mean"][-1])
@@ -210,9 +295,17 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
             peak = max(max(v["share"]["mean"][1:]) for v in papa.values())  # PAPA's best point after any feedback
             if "ours" in per_method:
                 ours = per_method["ours"]
-                first = lambda target: next((a for a, s in zip(ours["actions"], ours["share"]["mean"]) if a and s >= target), None)  # noqa: E731
-                per_method.update(ours_actions_to_papa_final=first(final), papa_final_share=final, papa_budget=budget,
-                                  papa_peak_share=peak, ours_actions_to_papa_peak=first(peak))
+
+                def first(target: float, ours: dict = ours) -> int | None:
+                    return next((a for a, s in zip(ours["actions"], ours["share"]["mean"]) if a and s >= target), None)
+
+                per_method.update(
+                    ours_actions_to_papa_final=first(final),
+                    papa_final_share=final,
+                    papa_budget=budget,
+                    papa_peak_share=peak,
+                    ours_actions_to_papa_peak=first(peak),
+                )
         summary[user] = per_method
     return summary
 
@@ -225,15 +318,24 @@ def plot(summary: dict, path: Path) -> None:
 
     users = list(summary)
     methods = sorted({m for u in users for m, v in summary[u].items() if isinstance(v, dict)}, key=check_method)
-    colors = {m: "black" if m == "ours" else f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
+    colors = {
+        m: "black" if m == "ours" else f"C{i}" for i, m in enumerate(methods)
+    }  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(users), figsize=(4.2 * len(users), 3.4), squeeze=False)
     for ax, user in zip(axes[0], users):
         for method, data in summary[user].items():
             if not isinstance(data, dict):
                 continue
             share = data["share"]
-            ax.plot(data["actions"], share["mean"], marker="o", ms=3, label=method, color=colors[method],
-                    lw=2.4 if method == "ours" else 1.2)
+            ax.plot(
+                data["actions"],
+                share["mean"],
+                marker="o",
+                ms=3,
+                label=method,
+                color=colors[method],
+                lw=2.4 if method == "ours" else 1.2,
+            )
             ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=colors[method])
         ax.set_title(user)
         ax.set_xlabel("human actions")
@@ -254,12 +356,19 @@ def format_table(summary: dict) -> str:
             if not isinstance(data, dict):
                 continue
             share = data["share"]
-            points = ", ".join(f"{a}: {m:.2f} [{lo:.2f}, {hi:.2f}]" for a, m, lo, hi in zip(data["actions"], share["mean"], share["lo"], share["hi"]))
-            lines.append(f"  {method:12} share by actions  {points}  (drift {data['drift']['mean'][-1]:.3f}, "
-                         f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds)")
+            points = ", ".join(
+                f"{a}: {m:.2f} [{lo:.2f}, {hi:.2f}]"
+                for a, m, lo, hi in zip(data["actions"], share["mean"], share["lo"], share["hi"])
+            )
+            lines.append(
+                f"  {method:12} share by actions  {points}  (drift {data['drift']['mean'][-1]:.3f}, "
+                f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds)"
+            )
         if "papa_final_share" in methods:
-            lines.append(f"  PAPA best ({methods['papa_best']}) reaches {methods['papa_final_share']:.2f} at {methods['papa_budget']} actions; "
-                         f"ours reaches it at {methods['ours_actions_to_papa_final']} actions; PAPA's peak over all its "
-                         f"learning rates and budgets is {methods['papa_peak_share']:.2f}, ours reaches it at "
-                         f"{methods['ours_actions_to_papa_peak']} actions")
+            lines.append(
+                f"  PAPA best ({methods['papa_best']}) reaches {methods['papa_final_share']:.2f} at {methods['papa_budget']} actions; "
+                f"ours reaches it at {methods['ours_actions_to_papa_final']} actions; PAPA's peak over all its "
+                f"learning rates and budgets is {methods['papa_peak_share']:.2f}, ours reaches it at "
+                f"{methods['ours_actions_to_papa_peak']} actions"
+            )
     return "\n".join(lines)

@@ -13,7 +13,9 @@ import numpy as np
 from scipy import stats
 
 
-def mean_ci(values, axis: int = 0, level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict[str, list | float]:
+def mean_ci(
+    values, axis: int = 0, level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> dict[str, list | float]:
     """Mean and a Student-t confidence interval over ``axis`` (the seeds), clipped to ``bounds`` when the
     quantity cannot leave them (a share of samples: with 5 seeds the t interval alone can pass 1)."""
     values = np.asarray(values, dtype=np.float64)

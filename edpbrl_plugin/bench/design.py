@@ -53,12 +53,20 @@ def run(out: Path, repeat: int = 3, seed: int = 0, naive_steps: int = 3) -> dict
                 design = PromptDesign(k=K, budget=50, step=step).fit(slots)
                 times.append(time.perf_counter() - start)
             curves[f"H={n_slots} {step}"] = [s.objective for s in design.history_] + [design.objective_]
-            rows.append({
-                "slots": n_slots, "words": sum(len(w) for w in slots.words), "d": DIM, "k": K, "step": step,
-                "steps": len(design.history_), "seconds": float(np.median(times)),
-                "objective_start": design.history_[0].objective, "objective_end": design.objective_,
-                "best_gap": design.best_gap_,
-            })
+            rows.append(
+                {
+                    "slots": n_slots,
+                    "words": sum(len(w) for w in slots.words),
+                    "d": DIM,
+                    "k": K,
+                    "step": step,
+                    "steps": len(design.history_),
+                    "seconds": float(np.median(times)),
+                    "objective_start": design.history_[0].objective,
+                    "objective_end": design.objective_,
+                    "best_gap": design.best_gap_,
+                }
+            )
         uniform = [[np.full(len(f), 1 / len(f)) for f in slots.features] for _ in range(K)]
         start = time.perf_counter()
         for _ in range(naive_steps):
@@ -69,8 +77,14 @@ def run(out: Path, repeat: int = 3, seed: int = 0, naive_steps: int = 3) -> dict
             row["naive_seconds_total"] = naive_per_step * row["steps"]
             row["speedup_vs_naive"] = naive_per_step * row["steps"] / row["seconds"]
         print(rows[-2], rows[-1], sep="\n")
-    report = {"benchmark": "design", "seed": seed, "repeat": repeat, "environment": environment(), "rows": rows,
-              "objective_per_step": curves}
+    report = {
+        "benchmark": "design",
+        "seed": seed,
+        "repeat": repeat,
+        "environment": environment(),
+        "rows": rows,
+        "objective_per_step": curves,
+    }
     write_json(out / "design.json", report)
     _plot(curves, out / "design.png")
     print(format_table(rows))
@@ -96,10 +110,29 @@ def _plot(curves: dict, path: Path) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ["H", "words", "step", "FW steps", "time (s)", "naive (s, est.)", "× faster", "objective start → end", "best gap"]
+    header = [
+        "H",
+        "words",
+        "step",
+        "FW steps",
+        "time (s)",
+        "naive (s, est.)",
+        "× faster",
+        "objective start → end",
+        "best gap",
+    ]
     body = [
-        [r["slots"], r["words"], r["step"], r["steps"], f"{r['seconds']:.2f}", f"{r['naive_seconds_total']:.0f}",
-         f"{r['speedup_vs_naive']:.0f}", f"{r['objective_start']:.4g} → {r['objective_end']:.4g}", f"{r['best_gap']:.3g}"]
+        [
+            r["slots"],
+            r["words"],
+            r["step"],
+            r["steps"],
+            f"{r['seconds']:.2f}",
+            f"{r['naive_seconds_total']:.0f}",
+            f"{r['speedup_vs_naive']:.0f}",
+            f"{r['objective_start']:.4g} → {r['objective_end']:.4g}",
+            f"{r['best_gap']:.3g}",
+        ]
         for r in rows
     ]
     return markdown_table(header, body)

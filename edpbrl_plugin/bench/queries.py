@@ -133,8 +133,14 @@ class _BotorchPeer:
         if not comparisons:
             self.model = gp_cls(None, None)
             return
-        kernel = copy.deepcopy(self.model.covar_module) if self.model is not None and self.model.datapoints is not None else None
-        self.model = gp_cls(torch.as_tensor(points), torch.as_tensor(comparisons, dtype=torch.long), covar_module=kernel)
+        kernel = (
+            copy.deepcopy(self.model.covar_module)
+            if self.model is not None and self.model.datapoints is not None
+            else None
+        )
+        self.model = gp_cls(
+            torch.as_tensor(points), torch.as_tensor(comparisons, dtype=torch.long), covar_module=kernel
+        )
         if kernel is None or len(comparisons) % REFIT_EVERY == 0:
             try:
                 fit(mll_cls(self.model.likelihood, self.model), optimizer_kwargs={"options": {"maxiter": 50}})
@@ -273,7 +279,12 @@ def summarise(runs: list[dict], n_answers: int) -> dict:
         base = by_strategy[baseline]
         ref = min(REFERENCE_ANSWERS, n_answers)
         target = float(base["accuracy"][:, ref].mean())
-        out = {"baseline": baseline, "reference_answers": ref, "baseline_accuracy_at_reference": target, "strategies": {}}
+        out = {
+            "baseline": baseline,
+            "reference_answers": ref,
+            "baseline_accuracy_at_reference": target,
+            "strategies": {},
+        }
         for name, data in by_strategy.items():
             common = [s for s in data["seeds"] if s in base["seeds"]]
             acc = data["accuracy"][[data["seeds"].index(s) for s in common]]
@@ -370,8 +381,14 @@ def run(
                 runs.append(result)
     runs = [r for r in runs if r["setting"] in settings]
     summary = summarise(runs, n_answers)
-    report = {"benchmark": "queries", "default_strategy": DEFAULT_STRATEGY, "n_answers": n_answers,
-              "seeds": list(range(seeds)), "environment": environment(), "settings": summary}
+    report = {
+        "benchmark": "queries",
+        "default_strategy": DEFAULT_STRATEGY,
+        "n_answers": n_answers,
+        "seeds": list(range(seeds)),
+        "environment": environment(),
+        "settings": summary,
+    }
     write_json(out / "queries.json", report)
     plot(summary, out / "queries.png")
     print(format_table(summary))
@@ -381,8 +398,10 @@ def run(
 def format_table(summary: dict) -> str:
     lines = []
     for setting, data in summary.items():
-        lines.append(f"\n{setting}: {data['baseline']} reaches {data['baseline_accuracy_at_reference']:.3f} "
-                     f"with {data['reference_answers']} answers; answers each strategy needs (95% bootstrap CI)")
+        lines.append(
+            f"\n{setting}: {data['baseline']} reaches {data['baseline_accuracy_at_reference']:.3f} "
+            f"with {data['reference_answers']} answers; answers each strategy needs (95% bootstrap CI)"
+        )
         for name, s in data["strategies"].items():
             lo, hi = s["answers_to_match_baseline_ci"]
             acc = s["accuracy"]["mean"]

@@ -60,7 +60,9 @@ def _botorch_eubo_seconds(features, answers, pairs, chunk: int = 4096) -> tuple[
     row = {c: r for r, c in enumerate(seen)}
     comparisons = [(row[a.query[a.outcome]], row[a.query[1 - a.outcome]]) for a in answers]
     model = PairwiseGP(torch.as_tensor(features[seen]), torch.as_tensor(comparisons))
-    fit_gpytorch_mll(PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model), optimizer_kwargs={"options": {"maxiter": 50}})
+    fit_gpytorch_mll(
+        PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model), optimizer_kwargs={"options": {"maxiter": 50}}
+    )
     acq = AnalyticExpectedUtilityOfBestOption(pref_model=model)
     x = torch.as_tensor(np.stack([features[pairs[:, 0]], features[pairs[:, 1]]], axis=1))
     with torch.no_grad():
@@ -109,22 +111,48 @@ def run(out: Path, repeat: int = 20, max_pairs: int = 4000, seed: int = 0) -> di
             }
             if with_peer:
                 seconds, diff = _botorch_eubo_seconds(features, answers, pairs)
-                row.update(eubo_ms=1000 * seconds * scale, speedup_vs_eubo=seconds * scale / float(np.median(ours)),
-                           eubo_joint_posterior_max_abs_diff=diff)
+                row.update(
+                    eubo_ms=1000 * seconds * scale,
+                    speedup_vs_eubo=seconds * scale / float(np.median(ours)),
+                    eubo_joint_posterior_max_abs_diff=diff,
+                )
             rows.append(row)
             print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
-    report = {"benchmark": "select", "strategy": DEFAULT_STRATEGY, "repeat": repeat, "seed": seed,
-              "environment": environment(), "rows": rows}
+    report = {
+        "benchmark": "select",
+        "strategy": DEFAULT_STRATEGY,
+        "repeat": repeat,
+        "seed": seed,
+        "environment": environment(),
+        "rows": rows,
+    }
     write_json(out / "select.json", report)
     print(format_table(rows))
     return report
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ["N", "d", "ours (ms)", "batch of 8 (ms)", "per-pair loop (ms)", "× vs loop", "BoTorch EUBO (ms)", "× vs EUBO"]
+    header = [
+        "N",
+        "d",
+        "ours (ms)",
+        "batch of 8 (ms)",
+        "per-pair loop (ms)",
+        "× vs loop",
+        "BoTorch EUBO (ms)",
+        "× vs EUBO",
+    ]
     body = [
-        [r["n"], r["d"], f"{r['ours_ms']:.1f}", f"{r['batch8_ms']:.1f}", f"{r['naive_ms']:.0f}", f"{r['speedup_vs_naive']:.0f}",
-         f"{r['eubo_ms']:.0f}" if "eubo_ms" in r else "-", f"{r['speedup_vs_eubo']:.0f}" if "eubo_ms" in r else "-"]
+        [
+            r["n"],
+            r["d"],
+            f"{r['ours_ms']:.1f}",
+            f"{r['batch8_ms']:.1f}",
+            f"{r['naive_ms']:.0f}",
+            f"{r['speedup_vs_naive']:.0f}",
+            f"{r['eubo_ms']:.0f}" if "eubo_ms" in r else "-",
+            f"{r['speedup_vs_eubo']:.0f}" if "eubo_ms" in r else "-",
+        ]
         for r in rows
     ]
     return markdown_table(header, body)

@@ -23,8 +23,12 @@ def start_writer(db: str | Path, session: str, n: int) -> subprocess.Popen:
     """A writer process answering ``n`` questions of ``session`` (see ``store_writer``)."""
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "edpbrl_plugin.bench.store_writer", str(db), session, str(n)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edpbrl_plugin.bench.store_writer", str(db), session, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _acks(lines, into: dict) -> None:
@@ -74,6 +78,8 @@ def run(out: Path, trials: int = 200, seed: int = 0) -> dict:
         rate = throughput(Path(tmp) / "speed.db")
     report = {"benchmark": "store", "seed": seed, "environment": environment(), **crash, "answers_per_second": rate}
     write_json(out / "store.json", report)
-    print(f"{crash['trials']} SIGKILL trials: {crash['acknowledged']} acknowledged answers, {crash['lost']} lost, "
-          f"{crash['integrity_failures']} integrity failures; {rate:.0f} committed answers/s")
+    print(
+        f"{crash['trials']} SIGKILL trials: {crash['acknowledged']} acknowledged answers, {crash['lost']} lost, "
+        f"{crash['integrity_failures']} integrity failures; {rate:.0f} committed answers/s"
+    )
     return report

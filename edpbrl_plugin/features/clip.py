@@ -26,7 +26,9 @@ class ClipEncoder(FeatureEncoder):
 
         folder = Path(folder).expanduser()
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"no CLIP model in {folder} (config.json missing); save one there with save_pretrained")
+            raise FileNotFoundError(
+                f"no CLIP model in {folder} (config.json missing); save one there with save_pretrained"
+            )
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         cls = CLIPModel if config.model_type == "clip" else CLIPVisionModelWithProjection
         if config.model_type not in ("clip", "clip_vision_model"):
@@ -48,8 +50,13 @@ class ClipEncoder(FeatureEncoder):
     def _preprocess(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         scale = self.size / min(h, w)
-        x = F.interpolate(x, size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))), mode="bicubic",
-                          align_corners=False, antialias=True)
+        x = F.interpolate(
+            x,
+            size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))),
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+        )
         top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
         x = x[..., top : top + self.size, left : left + self.size]
         return (x - self.mean) / self.std

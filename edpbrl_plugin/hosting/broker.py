@@ -44,8 +44,14 @@ class AnswerBroker:
         entry.event.set()
         return True
 
-    def wait(self, entry: Waiting, timeout: float | None = None, check: Callable[[], None] | None = None,
-             poll: Callable[[], object] | None = None, slice_seconds: float = 0.1):
+    def wait(
+        self,
+        entry: Waiting,
+        timeout: float | None = None,
+        check: Callable[[], None] | None = None,
+        poll: Callable[[], object] | None = None,
+        slice_seconds: float = 0.1,
+    ):
         """Block until answered (returns the answer), ``timeout`` passes (returns None) or ``check`` raises.
 
         ``poll`` is asked now and then for an answer that arrived another way (another process wrote it).

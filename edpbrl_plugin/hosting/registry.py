@@ -70,8 +70,13 @@ def encoder(spec: str = "embedded") -> FeatureEncoder:
         return _encoders[spec]
 
 
-def session(session_id: str, encoder_spec: str | FeatureEncoder | None = None, store_path: str | Path | None = None,
-            strategy: str | None = None, create: bool = True) -> PersonalizationSession:
+def session(
+    session_id: str,
+    encoder_spec: str | FeatureEncoder | None = None,
+    store_path: str | Path | None = None,
+    strategy: str | None = None,
+    create: bool = True,
+) -> PersonalizationSession:
     """The open session ``session_id`` (created with ``encoder_spec`` on first use, unless ``create`` is False:
     then a session the store does not hold is an error, so reading never leaves an empty session behind)."""
     db = store(store_path)
@@ -87,7 +92,11 @@ def session(session_id: str, encoder_spec: str | FeatureEncoder | None = None, s
             )
         if current is None:
             if enc is None:  # reopen with the encoder the session was recorded with
-                enc = encoder(db.get_session(session_id).config.get("encoder", "embedded") if db.has_session(session_id) else "embedded")
+                enc = encoder(
+                    db.get_session(session_id).config.get("encoder", "embedded")
+                    if db.has_session(session_id)
+                    else "embedded"
+                )
             kwargs = {"strategy": strategy} if strategy else {}
             current = PersonalizationSession(db, session_id, encoder=enc, **kwargs)
             _sessions[key] = current
@@ -138,8 +147,9 @@ def candidate_image_file(session_id: str, candidate: int) -> Path:
     return path
 
 
-def loop(session_id: str, handle: PipelineHandle, config: UpdateConfig | None = None,
-         prompts: list[str] | None = None) -> PersonalizationLoop:
+def loop(
+    session_id: str, handle: PipelineHandle, config: UpdateConfig | None = None, prompts: list[str] | None = None
+) -> PersonalizationLoop:
     """The loop of ``session_id`` on the pipeline ``handle`` names (brought to that version), one per session and
     pipeline source; ``config`` / ``prompts`` update its settings for the steps that follow."""
     pipe = materialize(handle)

@@ -41,5 +41,7 @@ def check_query_size(k: int, n_candidates: int, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"{name} must be an integer >= 2 (options per question), got {k!r}")
     if k > n_candidates:
-        raise ValueError(f"{name}={k} is larger than the pool of {n_candidates} candidates; sample more or lower {name}")
+        raise ValueError(
+            f"{name}={k} is larger than the pool of {n_candidates} candidates; sample more or lower {name}"
+        )
     return int(k)

@@ -217,7 +217,9 @@ class ChoiceModel:
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:
         if not hasattr(self, "theta_"):
-            raise RuntimeError("this ChoiceModel is not fitted yet; call fit(features, answers) first (answers may be [])")
+            raise RuntimeError(
+                "this ChoiceModel is not fitted yet; call fit(features, answers) first (answers may be [])"
+            )
 
     def reward(self, features) -> np.ndarray:
         """Estimated reward θ̂ᵀφ per row ``[N]``."""

@@ -55,9 +55,18 @@ class PersonalizationLoop:
         num_inference_steps, guidance_scale: sampling settings (None: the pipeline's defaults).
     """
 
-    def __init__(self, session: PersonalizationSession, pipe, update: UpdateConfig | None = None,
-                 prompts: Sequence[str] = ("",), k: int = 2, strategy: str | None = None, base_share: float = 0.0,
-                 num_inference_steps: int | None = None, guidance_scale: float | None = None):
+    def __init__(
+        self,
+        session: PersonalizationSession,
+        pipe,
+        update: UpdateConfig | None = None,
+        prompts: Sequence[str] = ("",),
+        k: int = 2,
+        strategy: str | None = None,
+        base_share: float = 0.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1 (options per question; 1 = like/dislike), got {k!r}")
         if not 0.0 <= base_share <= 1.0:
@@ -82,13 +91,20 @@ class PersonalizationLoop:
     @property
     def min_timestep(self) -> int:
         """0, or EPAPA's first tuned timestep: images come from the model as the person will use it."""
-        return self.config.epapa_min_timestep if self.config.method == "epapa" else 0
+        return self.config.min_timestep
 
     # ------------------------------------------------------------------ the steps
-    def sample(self, n: int, seed: int = 0, prompts: Sequence[str] | None = None, base_share: float | None = None,
-               num_inference_steps: int | None = None, guidance_scale: float | None = None,
-               on_step: Callable[[int, int], None] | None = None,
-               check: Callable[[], None] | None = None) -> tuple[Candidates, np.ndarray]:
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        prompts: Sequence[str] | None = None,
+        base_share: float | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[Candidates, np.ndarray]:
         """Sample ``n`` candidates (prompts cycled, seeds ``seed .. seed+n-1``), store them with their features.
 
         Returns the stored batch and its images ``[n, H, W, 3]`` in 0..1. Steps and guidance given here override
@@ -104,46 +120,82 @@ class PersonalizationLoop:
         n_base = round(n * share)
         parts = [(lo, hi, lo < n_base) for lo, hi in ((0, n_base), (n_base, n)) if hi > lo]
         given = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
-        settings = {k: v for k, v in {**self.sampling, **{k: v for k, v in given.items() if v is not None}}.items()
-                    if v is not None}
+        settings = {
+            k: v
+            for k, v in {**self.sampling, **{k: v for k, v in given.items() if v is not None}}.items()
+            if v is not None
+        }
         chunks = []
         for part, (lo, hi, base) in enumerate(parts):
             report = None
             if on_step is not None:
+
                 def report(done, total, offset=part):
                     on_step(offset * total + done, len(parts) * total)
-            chunks.append(sample_images(self.pipe, chosen[lo:hi], seeds[lo:hi], **settings, adapters=not base,
-                                        min_timestep=self.min_timestep, on_step=report, check=check))
+
+            chunks.append(
+                sample_images(
+                    self.pipe,
+                    chosen[lo:hi],
+                    seeds[lo:hi],
+                    **settings,
+                    adapters=not base,
+                    min_timestep=self.min_timestep,
+                    on_step=report,
+                    check=check,
+                )
+            )
         images = np.concatenate(chunks)
-        generator = {"pipeline": type(self.pipe).__name__, "seed": seed, **settings, **({"base_share": share} if n_base else {})}
+        generator = {
+            "pipeline": type(self.pipe).__name__,
+            "seed": seed,
+            **settings,
+            **({"base_share": share} if n_base else {}),
+        }
         return self.session.add_candidates(images, chosen, seeds, generator), images
 
-    def ask(self, n: int = 1, seed: int | None = None, candidate_ids: Sequence[int] | None = None,
-            k: int | None = None, strategy: str | None = None) -> list[QueryRecord]:
+    def ask(
+        self,
+        n: int = 1,
+        seed: int | None = None,
+        candidate_ids: Sequence[int] | None = None,
+        k: int | None = None,
+        strategy: str | None = None,
+    ) -> list[QueryRecord]:
         """Queue ``n`` questions about the candidates (default: the latest batch): the most informative K-sets,
         or (k = 1) a like / dislike question on each of the first ``n`` candidates."""
         k = k or self.k
         if k == 1:
             ids = list(candidate_ids) if candidate_ids is not None else self.session.latest_candidates()
             return [self.session.rating_query(c) for c in ids[:n]]
-        return self.session.next_queries(k=k, batch=n, candidate_ids=candidate_ids, strategy=strategy or self.strategy,
-                                         seed=seed)
+        return self.session.next_queries(
+            k=k, batch=n, candidate_ids=candidate_ids, strategy=strategy or self.strategy, seed=seed
+        )
 
-    def ask_designed(self, words: list[list[str]], k: int | None = None, n: int = 1, seed: int = 0,
-                     base_prompt: str | None = None) -> list[QueryRecord]:
+    def ask_designed(
+        self, words: list[list[str]], k: int | None = None, n: int = 1, seed: int = 0, base_prompt: str | None = None
+    ) -> list[QueryRecord]:
         """ED-PBRL: ``n`` questions whose ``k`` options are images of prompts designed by Frank-Wolfe over the
         word slots ``words`` (θ-aware), each option sampled and stored, then asked as one question."""
         k = k or max(self.k, 2)
         base = self.prompts[0] if base_prompt is None else base_prompt
-        prompt_sets, _ = self.session.design_prompts(words, k=k, n_queries=n, base_prompt=base, seed=seed, adaptive=True)
+        prompt_sets, _ = self.session.design_prompts(
+            words, k=k, n_queries=n, base_prompt=base, seed=seed, adaptive=True
+        )
         questions = []
         for i, prompts in enumerate(prompt_sets):
             candidates, _ = self.sample(k, seed + 1000 * i, prompts, base_share=0.0)
             questions.append(self.session.designed_query(candidates.ids))
         return questions
 
-    def sample_word_examples(self, words: list[list[str]], base_prompt: str = "", per_word: int = 4, seed: int = 0,
-                             on_step: Callable[[int, int], None] | None = None) -> int:
+    def sample_word_examples(
+        self,
+        words: list[list[str]],
+        base_prompt: str = "",
+        per_word: int = 4,
+        seed: int = 0,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Sample ``per_word`` images of each word no stored prompt mentions yet (the word features of the
         prompt design come from them). Returns how many images were sampled."""
         prompts = self.session.missing_word_prompts(words, base_prompt, per_word)
@@ -155,9 +207,13 @@ class PersonalizationLoop:
         """Store an answer (committed before this returns); the reward model refits on next use."""
         return self.session.answer(query_id, answer, latency)
 
-    def update(self, config: UpdateConfig | None = None, progress: bool = False,
-               on_step: Callable[[int, int], None] | None = None,
-               check: Callable[[], None] | None = None) -> tuple[UpdateReport, LoraVersion | None]:
+    def update(
+        self,
+        config: UpdateConfig | None = None,
+        progress: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[UpdateReport, LoraVersion | None]:
         """One LoRA update from every answer so far; a changed adapter is saved as the session's next version.
 
         ``config`` replaces the loop's update settings from now on. ``check()`` cancels by raising; the adapter
@@ -171,20 +227,37 @@ class PersonalizationLoop:
         report = updater.update(pairs, ratings, on_step=on_step, check=check)
         if not report.changed:
             return report, None
-        version = save_version(self.pipe, self.session.store, self.session.session, report.method,
-                               self.session.model.n_answers_, report.drift,
-                               {"method": report.method, "drift": round(report.drift, 6),
-                                "epapa_min_timestep": updater.min_timestep})
+        version = save_version(
+            self.pipe,
+            self.session.store,
+            self.session.session,
+            report.method,
+            self.session.model.n_answers_,
+            report.drift,
+            {"method": report.method, "drift": round(report.drift, 6), "epapa_min_timestep": updater.min_timestep},
+        )
         return report, version
 
     def images(self, n: int, seed: int, prompts: Sequence[str] | None = None) -> np.ndarray:
         """``n`` images of the model as the person now gets it (seeds ``seed ..``), for evaluation; nothing stored."""
-        return sample_images(self.pipe, cycle(prompts or self.prompts, n), range(seed, seed + n), **self.sampling,
-                             min_timestep=self.min_timestep)
+        return sample_images(
+            self.pipe,
+            cycle(prompts or self.prompts, n),
+            range(seed, seed + n),
+            **self.sampling,
+            min_timestep=self.min_timestep,
+        )
 
     # ------------------------------------------------------------------ a whole round
-    def run_round(self, answer: Asker, n_candidates: int, n_questions: int, seed: int,
-                  question_seed: int | None = None, progress: bool = False) -> Round:
+    def run_round(
+        self,
+        answer: Asker,
+        n_candidates: int,
+        n_questions: int,
+        seed: int,
+        question_seed: int | None = None,
+        progress: bool = False,
+    ) -> Round:
         """Sample ``n_candidates``, ask ``n_questions`` about them, record what ``answer`` says to each (a person
         at a prompt, or a simulated one), then update the LoRA."""
         seconds = {}
@@ -197,8 +270,11 @@ class PersonalizationLoop:
         records, seconds["answer"] = [], 0.0
         for question in questions:
             start = time.perf_counter()
-            records.append(self.record(question.id, answer(self.session.question_images(question.id)),
-                                       latency=time.perf_counter() - start))
+            records.append(
+                self.record(
+                    question.id, answer(self.session.question_images(question.id)), latency=time.perf_counter() - start
+                )
+            )
             seconds["answer"] += time.perf_counter() - start
         start = time.perf_counter()
         report, version = self.update(progress=progress)

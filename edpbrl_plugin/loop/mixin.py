@@ -67,15 +67,29 @@ class PersonalizationMixin:
         load_version(self, state.store, session)
         return state
 
-    def sample_candidates(self, n: int = 16, prompts: Sequence[str] | None = None, seed: int = 0,
-                          base_share: float | None = None, num_inference_steps: int | None = None,
-                          guidance_scale: float | None = None) -> Candidates:
+    def sample_candidates(
+        self,
+        n: int = 16,
+        prompts: Sequence[str] | None = None,
+        seed: int = 0,
+        base_share: float | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> Candidates:
         """Sample ``n`` images (prompts cycled), store them with their features; returns the batch."""
-        candidates, _ = self.personalization_loop.sample(n, seed, prompts, base_share, num_inference_steps, guidance_scale)
+        candidates, _ = self.personalization_loop.sample(
+            n, seed, prompts, base_share, num_inference_steps, guidance_scale
+        )
         return candidates
 
-    def next_query(self, k: int = 2, batch: int = 1, candidate_ids: Sequence[int] | None = None,
-                   words: list[list[str]] | None = None, seed: int | None = None) -> QueryRecord | list[QueryRecord]:
+    def next_query(
+        self,
+        k: int = 2,
+        batch: int = 1,
+        candidate_ids: Sequence[int] | None = None,
+        words: list[list[str]] | None = None,
+        seed: int | None = None,
+    ) -> QueryRecord | list[QueryRecord]:
         """The most informative question(s) among the latest candidates.
 
         With ``words`` (one word list per prompt slot) the options are instead images of prompts

@@ -38,11 +38,22 @@ def status_image(session: PersonalizationSession, width: float = 8.0, height: fl
     model = session.model
     fig, (left, right) = plt.subplots(1, 2, figsize=(width, height))
     if curve:
-        left.plot([c["answers"] for c in curve], [c["expected_accuracy"] for c in curve], marker=".", label="expected accuracy")
+        left.plot(
+            [c["answers"] for c in curve],
+            [c["expected_accuracy"] for c in curve],
+            marker=".",
+            label="expected accuracy",
+        )
     versions = session.store.lora_versions(session.session)
     if versions:
         twin = left.twinx()
-        twin.bar([v.answers_used for v in versions], [v.drift or 0.0 for v in versions], width=0.6, alpha=0.3, color="tab:red")
+        twin.bar(
+            [v.answers_used for v in versions],
+            [v.drift or 0.0 for v in versions],
+            width=0.6,
+            alpha=0.3,
+            color="tab:red",
+        )
         twin.set_ylabel("LoRA drift", color="tab:red")
     left.set_xlabel("answers")
     left.set_ylim(0.4, 1.0)

@@ -68,11 +68,19 @@ class PersonalizationSession:
         self.session = session
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
         make_strategy(strategy)
-        config = {"encoder": self.encoder.name, "feature_dim": self.encoder.dim, "strategy": strategy,
-                  "reg": reg, "tie_margin": tie_margin}
+        config = {
+            "encoder": self.encoder.name,
+            "feature_dim": self.encoder.dim,
+            "strategy": strategy,
+            "reg": reg,
+            "tie_margin": tie_margin,
+        }
         if self.store.has_session(session):
             stored = self.store.get_session(session).config
-            if stored.get("encoder", self.encoder.name) != self.encoder.name or stored.get("feature_dim", self.encoder.dim) != self.encoder.dim:
+            if (
+                stored.get("encoder", self.encoder.name) != self.encoder.name
+                or stored.get("feature_dim", self.encoder.dim) != self.encoder.dim
+            ):
                 raise StoreError(
                     f"session {session!r} was recorded with encoder {stored.get('encoder')} "
                     f"({stored.get('feature_dim')}-d) but {self.encoder.name} ({self.encoder.dim}-d) was given; "
@@ -86,17 +94,21 @@ class PersonalizationSession:
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ candidates
-    def add_candidates(self, images, prompts: Sequence[str], seeds: Sequence[int | None] | None = None,
-                       generator: dict | None = None) -> Candidates:
+    def add_candidates(
+        self, images, prompts: Sequence[str], seeds: Sequence[int | None] | None = None, generator: dict | None = None
+    ) -> Candidates:
         """Store images ``[B, H, W, 3]`` (0..1) with their prompts, computing their features."""
         images = np.asarray(images)
         if images.ndim != 4 or len(images) != len(prompts):
-            raise ValueError(f"images must be [B, H, W, 3] with one prompt each; got {images.shape} and {len(prompts)} prompts")
+            raise ValueError(
+                f"images must be [B, H, W, 3] with one prompt each; got {images.shape} and {len(prompts)} prompts"
+            )
         features = self.encoder.encode(images)
         seeds = list(seeds) if seeds is not None else [None] * len(prompts)
         meta = {"batch": uuid.uuid4().hex[:12], **(generator or {})}
-        ids = self.store.add_candidates(self.session, list(prompts), features=features, images=list(to_uint8(images)),
-                                        seeds=seeds, generator=meta)
+        ids = self.store.add_candidates(
+            self.session, list(prompts), features=features, images=list(to_uint8(images)), seeds=seeds, generator=meta
+        )
         return Candidates(self.session, ids, list(prompts), seeds, features)
 
     def fresh_seed(self, seed: int) -> int:
@@ -127,7 +139,9 @@ class PersonalizationSession:
         ids = sorted({c for a in answers for c in a.candidates})
         _, features = self.store.candidate_features(self.session, ids) if ids else ([], np.zeros((0, self.encoder.dim)))
         row_of = {c: i for i, c in enumerate(ids)}
-        decoded = [vocabulary.Answer(tuple(row_of[c] for c in a.candidates), vocabulary.to_outcome(a.choice)) for a in answers]
+        decoded = [
+            vocabulary.Answer(tuple(row_of[c] for c in a.candidates), vocabulary.to_outcome(a.choice)) for a in answers
+        ]
         return features if len(ids) else np.zeros((1, self.encoder.dim)), decoded
 
     def refit(self) -> ChoiceModel:
@@ -144,8 +158,14 @@ class PersonalizationSession:
         return self.model.reward(self.encoder.encode(images))
 
     # ------------------------------------------------------------------ questions
-    def next_queries(self, k: int = 2, batch: int = 1, candidate_ids: Sequence[int] | None = None,
-                     strategy: str | None = None, seed: int | None = None) -> list[QueryRecord]:
+    def next_queries(
+        self,
+        k: int = 2,
+        batch: int = 1,
+        candidate_ids: Sequence[int] | None = None,
+        strategy: str | None = None,
+        seed: int | None = None,
+    ) -> list[QueryRecord]:
         """Choose ``batch`` questions of ``k`` options from the candidates (default: the latest batch) and queue them."""
         ids = list(candidate_ids) if candidate_ids is not None else self.latest_candidates()
         if len(ids) < 2:
@@ -154,8 +174,10 @@ class PersonalizationSession:
         name = strategy or self.config["strategy"]
         rng = np.random.default_rng(seed if seed is not None else int(time.time_ns() % 2**32))
         queries: list[Query] = make_strategy(name).select_batch(features, self.model, batch=batch, k=k, rng=rng)
-        return [self.store.add_query(self.session, [ids[i] for i in q.indices], q.strategy, q.information_gain)
-                for q in queries]
+        return [
+            self.store.add_query(self.session, [ids[i] for i in q.indices], q.strategy, q.information_gain)
+            for q in queries
+        ]
 
     def rating_query(self, candidate_id: int) -> QueryRecord:
         """Queue a like/dislike question about one candidate (PAPA-style feedback)."""
@@ -192,9 +214,17 @@ class PersonalizationSession:
             self._model = None  # refit lazily (Newton warm starts make it milliseconds)
         return record
 
-    def design_prompts(self, words: list[list[str]], word_features: list[np.ndarray] | None = None, k: int = 2,
-                       budget: int = 20, n_queries: int = 1, base_prompt: str = "", seed: int = 0,
-                       adaptive: bool = False) -> tuple[list[list[str]], PromptDesign]:
+    def design_prompts(
+        self,
+        words: list[list[str]],
+        word_features: list[np.ndarray] | None = None,
+        k: int = 2,
+        budget: int = 20,
+        n_queries: int = 1,
+        base_prompt: str = "",
+        seed: int = 0,
+        adaptive: bool = False,
+    ) -> tuple[list[list[str]], PromptDesign]:
         """ED-PBRL: K prompts per question, designed by Frank-Wolfe over word features.
 
         ``word_features`` default to the encoder features of the session's candidates whose prompts
@@ -259,11 +289,20 @@ class PersonalizationSession:
 
     def status_text(self) -> str:
         s = self.status()
-        lines = [f"session {s['session']}: {s['answers']} answers ({s['informative_answers']} informative), {s['pending']} pending"]
+        lines = [
+            f"session {s['session']}: {s['answers']} answers ({s['informative_answers']} informative), {s['pending']} pending"
+        ]
         if s["expected_accuracy"] is not None:
-            lines.append(f"expected accuracy on the pool {s['expected_accuracy']:.2f}" + ("  -> you can stop" if s["stop"] else ""))
+            lines.append(
+                f"expected accuracy on the pool {s['expected_accuracy']:.2f}"
+                + ("  -> you can stop" if s["stop"] else "")
+            )
         if s["taste"]:
             lines.append(s["taste"])
         if s["lora_version"]:
-            lines.append(f"LoRA v{s['lora_version']}, drift {s['drift']:.4f}" if s["drift"] is not None else f"LoRA v{s['lora_version']}")
+            lines.append(
+                f"LoRA v{s['lora_version']}, drift {s['drift']:.4f}"
+                if s["drift"] is not None
+                else f"LoRA v{s['lora_version']}"
+            )
         return "\n".join(lines)

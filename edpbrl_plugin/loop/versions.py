@@ -14,8 +14,9 @@ from ..tuning.adapters import ADAPTER_NAME, has_adapter
 from ..tuning.export import load_lora, save_diffusers, save_kohya
 
 
-def write_lora(pipe, folder: str | Path, kohya_name: str, metadata: dict | None = None,
-               diffusers: bool = True) -> dict[str, Path]:
+def write_lora(
+    pipe, folder: str | Path, kohya_name: str, metadata: dict | None = None, diffusers: bool = True
+) -> dict[str, Path]:
     """Write ``pipe``'s preference adapter into ``folder``: the kohya file ``kohya_name`` and (``diffusers``) the
     diffusers-format file. Returns ``{"kohya": path, "diffusers": path}``."""
     if not has_adapter(pipe.unet, ADAPTER_NAME):
@@ -32,8 +33,15 @@ def lora_folder(store: PreferenceStore, session: str) -> Path:
     return store.path.with_name(store.path.stem + "_loras") / session
 
 
-def save_version(pipe, store: PreferenceStore, session: str, kind: str, answers_used: int, drift: float | None,
-                 metadata: dict | None = None) -> LoraVersion:
+def save_version(
+    pipe,
+    store: PreferenceStore,
+    session: str,
+    kind: str,
+    answers_used: int,
+    drift: float | None,
+    metadata: dict | None = None,
+) -> LoraVersion:
     """Write ``pipe``'s adapter as the session's next version and record it in the store."""
     version = store.next_lora_version(session)
     metadata = {"session": session, "answers": answers_used, "version": version, **(metadata or {})}

@@ -318,9 +318,14 @@ class PreferenceStore:
                     "INSERT INTO candidates (session, image_hash, image_path, prompt, seed, generator, features, created)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        session, saved[i][0], saved[i][1], str(prompts[i]),
-                        None if seeds is None or seeds[i] is None else int(seeds[i]), generator_json,
-                        None if features is None else _blob(features[i]), now,
+                        session,
+                        saved[i][0],
+                        saved[i][1],
+                        str(prompts[i]),
+                        None if seeds is None or seeds[i] is None else int(seeds[i]),
+                        generator_json,
+                        None if features is None else _blob(features[i]),
+                        now,
                     ),
                 )
                 ids.append(int(cursor.lastrowid))
@@ -344,7 +349,8 @@ class PreferenceStore:
         self.get_session(session)
         rows = self._db.execute(
             "SELECT id, session, image_hash, image_path, prompt, seed, generator FROM candidates WHERE session = ?"
-            " ORDER BY id", (session,),
+            " ORDER BY id",
+            (session,),
         ).fetchall()
         records = {r[0]: CandidateRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows}
         if ids is None:
@@ -382,7 +388,11 @@ class PreferenceStore:
 
     # ------------------------------------------------------------------ questions
     def add_query(
-        self, session: str, candidate_ids: Sequence[int], strategy: str = "manual", information_gain: float | None = None
+        self,
+        session: str,
+        candidate_ids: Sequence[int],
+        strategy: str = "manual",
+        information_gain: float | None = None,
     ) -> QueryRecord:
         """Queue a question (pending until answered, skipped or withdrawn)."""
         candidate_ids = tuple(int(c) for c in candidate_ids)
@@ -421,7 +431,9 @@ class PreferenceStore:
         with self._write() as db:
             query = self.get_query(query_id)
             if query.status != "pending":
-                raise StoreError(f"question {query_id} is already {query.status}; only pending questions can be withdrawn")
+                raise StoreError(
+                    f"question {query_id} is already {query.status}; only pending questions can be withdrawn"
+                )
             db.execute("UPDATE queries SET status = 'withdrawn' WHERE id = ?", (query.id,))
         return self.get_query(query_id)
 
@@ -452,7 +464,8 @@ class PreferenceStore:
     def get_answer(self, answer_id: int) -> AnswerRecord:
         row = self._db.execute(
             "SELECT a.id, a.query, a.session, q.candidates, a.choice, a.created, a.latency FROM answers a"
-            " JOIN queries q ON q.id = a.query WHERE a.id = ?", (int(answer_id),),
+            " JOIN queries q ON q.id = a.query WHERE a.id = ?",
+            (int(answer_id),),
         ).fetchone()
         if row is None:
             raise StoreError(f"unknown answer {answer_id}")
@@ -469,7 +482,9 @@ class PreferenceStore:
         return [self.get_answer(r[0]) for r in ids]
 
     # ------------------------------------------------------------------ reward snapshots and LoRA versions
-    def save_snapshot(self, session: str, theta: np.ndarray, covariance: np.ndarray, bias: float, n_answers: int) -> None:
+    def save_snapshot(
+        self, session: str, theta: np.ndarray, covariance: np.ndarray, bias: float, n_answers: int
+    ) -> None:
         self.get_session(session)
         theta, covariance = np.asarray(theta, dtype=np.float64), np.asarray(covariance, dtype=np.float64)
         if covariance.shape != (len(theta), len(theta)):
@@ -484,38 +499,64 @@ class PreferenceStore:
         self.get_session(session)
         row = self._db.execute(
             "SELECT n_answers, theta, covariance, bias, created FROM reward_snapshots WHERE session = ?"
-            " ORDER BY id DESC LIMIT 1", (session,),
+            " ORDER BY id DESC LIMIT 1",
+            (session,),
         ).fetchone()
         if row is None:
             return None
         theta = _unblob(row[1])
-        return {"n_answers": row[0], "theta": theta, "covariance": _unblob(row[2], (len(theta), len(theta))),
-                "bias": row[3], "created": row[4]}
+        return {
+            "n_answers": row[0],
+            "theta": theta,
+            "covariance": _unblob(row[2], (len(theta), len(theta))),
+            "bias": row[3],
+            "created": row[4],
+        }
 
     def add_lora_version(
-        self, session: str, file: str, kind: str, answers_used: int, drift: float | None = None,
-        kohya_file: str | None = None, metadata: dict | None = None,
+        self,
+        session: str,
+        file: str,
+        kind: str,
+        answers_used: int,
+        drift: float | None = None,
+        kohya_file: str | None = None,
+        metadata: dict | None = None,
     ) -> LoraVersion:
         self.get_session(session)
         with self._write() as db:
-            version = db.execute("SELECT coalesce(max(version), 0) + 1 FROM lora_versions WHERE session = ?", (session,)).fetchone()[0]
+            version = db.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM lora_versions WHERE session = ?", (session,)
+            ).fetchone()[0]
             db.execute(
                 "INSERT INTO lora_versions (session, version, created, file, kohya_file, kind, answers_used, drift, metadata)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session, version, time.time(), str(file), kohya_file, kind, int(answers_used),
-                 None if drift is None else float(drift), json.dumps(metadata or {})),
+                (
+                    session,
+                    version,
+                    time.time(),
+                    str(file),
+                    kohya_file,
+                    kind,
+                    int(answers_used),
+                    None if drift is None else float(drift),
+                    json.dumps(metadata or {}),
+                ),
             )
         return self.lora_versions(session)[-1]
 
     def next_lora_version(self, session: str) -> int:
         self.get_session(session)
-        return self._db.execute("SELECT coalesce(max(version), 0) + 1 FROM lora_versions WHERE session = ?", (session,)).fetchone()[0]
+        return self._db.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM lora_versions WHERE session = ?", (session,)
+        ).fetchone()[0]
 
     def lora_versions(self, session: str) -> list[LoraVersion]:
         self.get_session(session)
         rows = self._db.execute(
             "SELECT session, version, file, kohya_file, kind, answers_used, drift, metadata FROM lora_versions"
-            " WHERE session = ? ORDER BY version", (session,),
+            " WHERE session = ? ORDER BY version",
+            (session,),
         ).fetchall()
         return [LoraVersion(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows]
 
@@ -528,12 +569,19 @@ class PreferenceStore:
         for answer in self.answers(session):
             for winner_id, loser_id in answers.training_signal(answer.choice, answer.candidates)[0]:
                 winner, loser = by_id[winner_id], by_id[loser_id]
-                pairs.append({
-                    "session": session, "user": user, "time": answer.created, "question": answer.query,
-                    "prompt": winner.prompt if winner.prompt == loser.prompt else None,
-                    "winner": self._image_ref(winner), "loser": self._image_ref(loser),
-                    "winner_prompt": winner.prompt, "loser_prompt": loser.prompt,
-                })
+                pairs.append(
+                    {
+                        "session": session,
+                        "user": user,
+                        "time": answer.created,
+                        "question": answer.query,
+                        "prompt": winner.prompt if winner.prompt == loser.prompt else None,
+                        "winner": self._image_ref(winner),
+                        "loser": self._image_ref(loser),
+                        "winner_prompt": winner.prompt,
+                        "loser_prompt": loser.prompt,
+                    }
+                )
         return pairs
 
     def _image_ref(self, candidate: CandidateRecord) -> str | None:
@@ -569,11 +617,17 @@ class PreferenceStore:
                     raise StoreError(f"{path}:{number} references missing image {image}")
             records.append((record, winner, loser))
         if not self.has_session(session):
-            self.create_session(session, user=records[0][0].get("user", "imported") if records else "imported",
-                                config={"imported_from": str(path)})
+            self.create_session(
+                session,
+                user=records[0][0].get("user", "imported") if records else "imported",
+                config={"imported_from": str(path)},
+            )
         for record, winner, loser in records:
             images = [np.asarray(Image.open(p).convert("RGB")) for p in (winner, loser)]
-            prompts = [record.get("winner_prompt") or record.get("prompt") or "", record.get("loser_prompt") or record.get("prompt") or ""]
+            prompts = [
+                record.get("winner_prompt") or record.get("prompt") or "",
+                record.get("loser_prompt") or record.get("prompt") or "",
+            ]
             ids = self.add_candidates(session, prompts, images=images, generator={"imported": True})
             query = self.add_query(session, ids, strategy="imported")
             self.submit_answer(query.id, 0)

@@ -24,8 +24,14 @@ def has_adapter(unet, name: str = ADAPTER_NAME) -> bool:
     return name in (getattr(unet, "peft_config", None) or {})
 
 
-def add_adapter(unet, rank: int = 4, alpha: float | None = None, targets: list[str] | None = None,
-                name: str = ADAPTER_NAME, seed: int = 0) -> LoraConfig:
+def add_adapter(
+    unet,
+    rank: int = 4,
+    alpha: float | None = None,
+    targets: list[str] | None = None,
+    name: str = ADAPTER_NAME,
+    seed: int = 0,
+) -> LoraConfig:
     """Add a zero-initialised LoRA (the model is unchanged until trained) and make it active."""
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")

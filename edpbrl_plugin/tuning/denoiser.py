@@ -71,10 +71,17 @@ class Denoiser:
             prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
         size = self.unet.config.sample_size * self.pipe.vae_scale_factor
-        time_ids = self.pipe._get_add_time_ids(
-            (size, size), (0, 0), (size, size), dtype=embeds.dtype,
-            text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim,
-        ).to(self.device).repeat(len(prompts), 1)
+        time_ids = (
+            self.pipe._get_add_time_ids(
+                (size, size),
+                (0, 0),
+                (size, size),
+                dtype=embeds.dtype,
+                text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim,
+            )
+            .to(self.device)
+            .repeat(len(prompts), 1)
+        )
         return {"encoder_hidden_states": embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
     def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,11 +13,18 @@ import torch
 
 from .adapters import adapters_disabled
 from .denoiser import Denoiser
+from .sampling import cycle
 
 
 class DriftMonitor:
-    def __init__(self, denoiser: Denoiser, sample_base: Callable[[list[str], int], object],
-                 prompts: Sequence[str], n_anchors: int = 8, seed: int = 1234):
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        sample_base: Callable[[list[str], int], object],
+        prompts: Sequence[str],
+        n_anchors: int = 8,
+        seed: int = 1234,
+    ):
         self.denoiser = denoiser
         self._sample_base = sample_base
         self.prompts = list(prompts) or [""]
@@ -26,7 +33,7 @@ class DriftMonitor:
         self._anchors: tuple | None = None
 
     def _build(self) -> tuple:
-        prompts = [self.prompts[i % len(self.prompts)] for i in range(self.n_anchors)]
+        prompts = cycle(self.prompts, self.n_anchors)
         with adapters_disabled(self.denoiser.unet):
             images = self._sample_base(prompts, self.seed)
         x0 = self.denoiser.encode_images(images)

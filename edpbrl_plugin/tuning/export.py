@@ -23,7 +23,9 @@ KOHYA_PREFIX = "lora_unet_"
 
 def base_fingerprint(unet) -> str:
     """A short hash of the UNet's architecture and parameter shapes: which base a LoRA belongs to."""
-    shapes = sorted((n.replace(".base_layer", ""), tuple(p.shape)) for n, p in unet.named_parameters() if "lora_" not in n)
+    shapes = sorted(
+        (n.replace(".base_layer", ""), tuple(p.shape)) for n, p in unet.named_parameters() if "lora_" not in n
+    )
     config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
     payload = json.dumps([config, shapes], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -59,8 +61,13 @@ def save_kohya(unet, path: str | Path, name: str = ADAPTER_NAME, metadata: dict 
     return path
 
 
-def save_diffusers(pipe, folder: str | Path, name: str = ADAPTER_NAME, weight_name: str = "pytorch_lora_weights.safetensors",
-                   metadata: dict | None = None) -> Path:
+def save_diffusers(
+    pipe,
+    folder: str | Path,
+    name: str = ADAPTER_NAME,
+    weight_name: str = "pytorch_lora_weights.safetensors",
+    metadata: dict | None = None,
+) -> Path:
     """diffusers format through the pipeline's ``save_lora_weights`` (keeps rank and alpha in its metadata)."""
     folder = Path(folder)
     config = pipe.unet.peft_config[name]
@@ -133,5 +140,7 @@ def load_lora(pipe, path: str | Path, name: str = ADAPTER_NAME, scale: float = 1
         else:
             pipe.load_lora_weights(str(file), adapter_name=name)
     except (RuntimeError, ValueError, KeyError) as error:
-        raise ValueError(f"{file} does not fit this pipeline's UNet ({error}); it was made for another base model") from error
+        raise ValueError(
+            f"{file} does not fit this pipeline's UNet ({error}); it was made for another base model"
+        ) from error
     pipe.unet.set_adapters([name], weights=[scale])

@@ -69,8 +69,14 @@ def sample_images(
     """
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds) or not prompts:
-        raise ValueError(f"need one seed per prompt and at least one image, got {len(prompts)} prompts, {len(seeds)} seeds")
-    kwargs = {k: v for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale)) if v is not None}
+        raise ValueError(
+            f"need one seed per prompt and at least one image, got {len(prompts)} prompts, {len(seeds)} seeds"
+        )
+    kwargs = {
+        k: v
+        for k, v in (("num_inference_steps", num_inference_steps), ("guidance_scale", guidance_scale))
+        if v is not None
+    }
     if size is not None:
         kwargs.update(height=size[0], width=size[1])
     if on_step is not None or check is not None:
@@ -82,8 +88,12 @@ def sample_images(
     try:
         with adapter_mode(unet, adapters, min_timestep):
             chunks = [
-                pipe(prompt=prompts[i : i + batch_size], output_type="np", **kwargs,
-                     generator=[torch.Generator().manual_seed(s) for s in seeds[i : i + batch_size]]).images
+                pipe(
+                    prompt=prompts[i : i + batch_size],
+                    output_type="np",
+                    **kwargs,
+                    generator=[torch.Generator().manual_seed(s) for s in seeds[i : i + batch_size]],
+                ).images
                 for i in range(0, len(prompts), batch_size)
             ]
     finally:

@@ -1,14 +1,5 @@
-"""Online LoRA updates from answers: the default schedule and the PAPA / EPAPA / DPO / distillation variants.
-
-Methods (``UpdateConfig.method``):
-
-* ``"default"``: Diffusion-DPO on the answered pairs (winner vs each loser of a K-set) + PAPA on any
-  like/dislike answers + learned-reward distillation (the reward model scores a pool of base-model
-  samples; training batches are drawn from it ∝ exp(r/τ)). Distillation multiplies each human answer.
-* ``"dpo"``: Diffusion-DPO on answered pairs only.
-* ``"papa"``: PAPA on like/dislike answers: ELBO-weighted signed denoising loss + base pull.
-* ``"epapa"``: PAPA trained and used only at forward timesteps t >= ``epapa_min_timestep``.
-* ``"distill"``: reward distillation only.
+"""Online LoRA updates from answers, by the method's :class:`~.objectives.Objective` (default, DPO, PAPA, EPAPA,
+reward distillation).
 
 Every update keeps the base model as the reference (adapter off), stops early when the reward of
 fresh samples stops improving, restores the last good adapter on a NaN loss, and measures drift
@@ -39,9 +30,9 @@ from .adapters import (
 from .denoiser import Denoiser, concat_conditions, repeat_condition
 from .drift import DriftMonitor
 from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
+from .objectives import METHODS, OBJECTIVES, Objective
 from .sampling import cycle, sample_images
 
-METHODS = ("default", "dpo", "papa", "epapa", "distill")
 _BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
 BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
 
@@ -144,6 +135,15 @@ class UpdateConfig:
         settings = {**(LATENT_DEFAULTS if latent else {}), **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**settings)
 
+    @property
+    def objective(self) -> Objective:
+        return OBJECTIVES[self.method]
+
+    @property
+    def min_timestep(self) -> int:
+        """0, or EPAPA's first tuned timestep: sampling and training use the adapter only from there."""
+        return self.epapa_min_timestep if self.objective.gated else 0
+
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -183,8 +183,10 @@ class UpdateReport:
             reward = f", reward of fresh samples {self.reward_before:.3f} -> {self.reward_after:.3f}"
         stop = f" (stopped: {self.stopped})" if self.stopped else ""
         pool = f", distilled from ~{self.distill_ess:.0f} pool samples" if self.distill_ess is not None else ""
-        return (f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
-                f"drift {self.drift:.4f}{stop}")
+        return (
+            f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
+            f"drift {self.drift:.4f}{stop}"
+        )
 
 
 class LoraUpdater:
@@ -200,8 +202,14 @@ class LoraUpdater:
     """
 
     @_with_autograd
-    def __init__(self, pipe, config: UpdateConfig | None = None, reward_fn: Callable | None = None,
-                 prompts: Sequence[str] = ("",), anchor_prompts: Sequence[str] | None = None):
+    def __init__(
+        self,
+        pipe,
+        config: UpdateConfig | None = None,
+        reward_fn: Callable | None = None,
+        prompts: Sequence[str] = ("",),
+        anchor_prompts: Sequence[str] | None = None,
+    ):
         self.pipe = pipe
         self.config = config or UpdateConfig()
         self.reward_fn = reward_fn
@@ -225,17 +233,28 @@ class LoraUpdater:
     # ------------------------------------------------------------------ sampling
     @property
     def min_timestep(self) -> int:
-        return self.config.epapa_min_timestep if self.config.method == "epapa" else 0
+        return self.config.min_timestep
 
-    def _sample_images(self, prompts: list[str], seed: int, show_progress: bool = False, adapters: bool = True) -> np.ndarray:
+    def _sample_images(
+        self, prompts: list[str], seed: int, show_progress: bool = False, adapters: bool = True
+    ) -> np.ndarray:
         """Images for ``prompts`` with seeds ``seed, seed+1, ...`` (the one sampler), at the size the user judged.
         ``show_progress`` drives the host's progress bar with the denoising steps (the distillation pool: minutes
         for SD on a CPU); the host's cancel check runs after every denoising step."""
         size = self.image_size if self.denoiser.latent and self.image_size else None
-        return sample_images(self.pipe, prompts, range(seed, seed + len(prompts)), self.config.num_inference_steps,
-                             self.config.guidance_scale, size=size, adapters=adapters,
-                             min_timestep=self.min_timestep if adapters else 0, batch_size=self.config.sample_batch_size,
-                             on_step=self._on_step if show_progress else None, check=self._check)
+        return sample_images(
+            self.pipe,
+            prompts,
+            range(seed, seed + len(prompts)),
+            self.config.num_inference_steps,
+            self.config.guidance_scale,
+            size=size,
+            adapters=adapters,
+            min_timestep=self.min_timestep if adapters else 0,
+            batch_size=self.config.sample_batch_size,
+            on_step=self._on_step if show_progress else None,
+            check=self._check,
+        )
 
     def sample(self, n: int, seed: int, prompts: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
         """``n`` images of the current (tuned) model and their prompts; EPAPA adapters are gated by timestep."""
@@ -260,8 +279,14 @@ class LoraUpdater:
         """
         if self.config.distill_source == "current":
             return self.sample(self.config.distill_samples, seed)
-        key = (_weights_key(self.unet), self.config.distill_samples, tuple(self.prompts),
-               self.config.num_inference_steps, self.config.guidance_scale, self.image_size)
+        key = (
+            _weights_key(self.unet),
+            self.config.distill_samples,
+            tuple(self.prompts),
+            self.config.num_inference_steps,
+            self.config.guidance_scale,
+            self.image_size,
+        )
         if key not in _BASE_POOLS:
             prompts = cycle(self.prompts, self.config.distill_samples)
             images = self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False)
@@ -305,8 +330,16 @@ class LoraUpdater:
         error, base_error = per_sample_mse(eps, noise), per_sample_mse(eps_base, noise)
         pull = per_sample_mse(eps, eps_base)
         c = self.config
-        return papa_loss(error, base_error, pull, labels, self._weights.to(t.device)[t], c.papa_c_pref, c.papa_c_base,
-                         c.unlikelihood_cap)
+        return papa_loss(
+            error,
+            base_error,
+            pull,
+            labels,
+            self._weights.to(t.device)[t],
+            c.papa_c_pref,
+            c.papa_c_base,
+            c.unlikelihood_cap,
+        )
 
     def _distill_term(self, data, gen) -> torch.Tensor:
         x0_all, cond_all, probabilities = data
@@ -317,32 +350,41 @@ class LoraUpdater:
 
     # ------------------------------------------------------------------ the update
     def _prepare(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating], seed: int) -> dict:
-        method, terms = self.config.method, {}
-        if pairs and method in ("default", "dpo"):
+        objective, terms = self.config.objective, {}
+        if pairs and objective.pairs:
             terms["dpo"] = (
                 self.denoiser.encode_images(np.stack([p.winner for p in pairs])),
                 self.denoiser.encode_images(np.stack([p.loser for p in pairs])),
                 self.denoiser.condition([p.winner_prompt for p in pairs]),
                 self.denoiser.condition([p.loser_prompt for p in pairs]),
             )
-        if ratings and method in ("default", "papa", "epapa"):
+        if ratings and objective.ratings:
             terms["papa"] = (
                 self.denoiser.encode_images(np.stack([r.image for r in ratings])),
                 self.denoiser.condition([r.prompt for r in ratings]),
                 torch.tensor([1.0 if r.label > 0 else -1.0 for r in ratings], device=self.denoiser.device),
             )
-        if self.reward_fn is not None and method in ("default", "distill") and (terms or method == "distill"):
+        if self.reward_fn is not None and objective.distillation and (terms or not objective.learns_from_answers):
             images, prompts = self._distill_pool(seed)
             rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float64))
             spread = float(rewards.std()) if len(rewards) > 1 else 0.0
             if spread > 1e-6:
                 probabilities = reward_tilt(rewards, self.config.distill_temperature * spread)
-                terms["distill"] = (self.denoiser.encode_images(images), self.denoiser.condition(prompts), probabilities)
+                terms["distill"] = (
+                    self.denoiser.encode_images(images),
+                    self.denoiser.condition(prompts),
+                    probabilities,
+                )
         return terms
 
     @_with_autograd
-    def update(self, pairs: Sequence[PreferencePair] = (), ratings: Sequence[Rating] = (),
-               on_step: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None) -> UpdateReport:
+    def update(
+        self,
+        pairs: Sequence[PreferencePair] = (),
+        ratings: Sequence[Rating] = (),
+        on_step: Callable[[int, int], None] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> UpdateReport:
         """One update of the adapter from these answers (typically all answers so far).
 
         ``on_step(done, total)`` drives a host's progress bar: after every denoising step while a new
@@ -371,14 +413,9 @@ class LoraUpdater:
         self._round += 1
         seed = c.seed * 7919 + self._round
         report = UpdateReport(c.method, n_pairs=len(pairs), n_ratings=len(ratings))
-        needs = {"dpo": "answered pairs", "papa": "like/dislike answers", "epapa": "like/dislike answers"}
-        if (c.method == "dpo" and not pairs) or (c.method in ("papa", "epapa") and not ratings) or (
-            c.method == "default" and not pairs and not ratings
-        ):
-            report.stopped = f"no usable answers ({needs.get(c.method, 'pairs or ratings')} needed; skips carry none)"
-            return report
-        if c.method == "distill" and self.reward_fn is None:
-            report.stopped = "distillation needs a reward model"
+        missing = c.objective.missing(len(pairs), len(ratings), self.reward_fn is not None)
+        if missing:
+            report.stopped = missing
             return report
         self.unet.set_adapter(ADAPTER_NAME)
         if not c.warm_start:
@@ -426,7 +463,9 @@ class LoraUpdater:
                 drift = self.drift.measure()
                 if drift > c.drift_cap:
                     load_adapter_state(self.unet, good_state)  # its reward is already in report.reward_after
-                    report.stopped = f"drift {drift:.3f} passed the cap {c.drift_cap}; restored the adapter from before it"
+                    report.stopped = (
+                        f"drift {drift:.3f} passed the cap {c.drift_cap}; restored the adapter from before it"
+                    )
                     break
                 good_state = adapter_state(self.unet)
                 if best is not None:

@@ -29,7 +29,11 @@ class EmbeddedEncoder(FeatureEncoder):
         self.batch_size = batch_size
         self.attributes = {name: list(values) for name, values in (self.model.config.attributes or ATTRIBUTES).items()}
         self.name = f"embedded-{representation}"
-        self.dim = sum(map(len, self.attributes.values())) if representation == "attributes" else self.model.config.embedding_dim
+        self.dim = (
+            sum(map(len, self.attributes.values()))
+            if representation == "attributes"
+            else self.model.config.embedding_dim
+        )
 
     @torch.no_grad()
     def _forward(self, images) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

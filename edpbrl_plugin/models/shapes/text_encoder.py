@@ -51,7 +51,9 @@ class AttributeTextEncoder(ModelMixin, ConfigMixin):
                 raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
             for word in filter(None, _SEPARATORS.split(prompt.lower())):
                 if word not in self.word_index:
-                    message = f"unknown word {word!r} in prompt {prompt!r}; the vocabulary is: {', '.join(self.vocabulary)}"
+                    message = (
+                        f"unknown word {word!r} in prompt {prompt!r}; the vocabulary is: {', '.join(self.vocabulary)}"
+                    )
                     if strict:
                         raise ValueError(message + " (pass strict=False to ignore unknown words)")
                     warnings.warn(message + "; ignored", stacklevel=2)

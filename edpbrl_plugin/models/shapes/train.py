@@ -154,9 +154,7 @@ def _random_prompt_ids(text_encoder: AttributeTextEncoder, labels: dict[str, np.
 def sample_grid_prompts() -> list[str]:
     """64 prompts covering every hue, background, shape and fill."""
     hues, shapes, fills, backgrounds = (ATTRIBUTES[k] for k in ("hue", "shape", "fill", "background"))
-    return [
-        f"{hues[c]} {shapes[(r + c) % 4]} {fills[r % 2]} {backgrounds[r // 2]}" for r in range(8) for c in range(8)
-    ]
+    return [f"{hues[c]} {shapes[(r + c) % 4]} {fills[r % 2]} {backgrounds[r // 2]}" for r in range(8) for c in range(8)]
 
 
 def train_generator(args: argparse.Namespace) -> None:
@@ -224,7 +222,9 @@ def export_generator(args: argparse.Namespace) -> None:
     ema = _EMA([unet, text_encoder], decay=0.0)
     ema.load_state_dict(checkpoint["ema"])
     ema.copy_to()
-    ShapesPipeline(unet=unet, text_encoder=text_encoder, scheduler=build_scheduler()).to(torch.float16).save_pretrained(args.out)
+    ShapesPipeline(unet=unet, text_encoder=text_encoder, scheduler=build_scheduler()).to(torch.float16).save_pretrained(
+        args.out
+    )
     print(f"wrote {args.out} (EMA at step {checkpoint['step']})")
 
 
@@ -244,7 +244,9 @@ def _write_samples(unet, text_encoder, ema: _EMA, path: Path, seed: int) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edpbrl_plugin.models.shapes.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m edpbrl_plugin.models.shapes.train", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     enc = sub.add_parser("encoder", help="train the attribute CNN feature encoder")
     enc.add_argument("--steps", type=int, default=3000)
