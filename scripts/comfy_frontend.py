@@ -325,6 +325,9 @@ def run_in_frontend(url: str, workflow: Path, answer: str, screenshot: Path | No
         if screenshot is not None:
             page.screenshot(path=str(screenshot))
         button.click()
+        if screenshot is not None:  # the node after the answer: it names the answer given
+            page.get_by_text("answered:").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_answered.png")))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             history = json.loads(urllib.request.urlopen(f"{url}/history").read())
