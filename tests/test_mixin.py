@@ -133,3 +133,23 @@ def test_starting_without_a_unet_is_refused():
 
     with pytest.raises(ValueError, match="no `unet`"):
         NoUnet().start_personalization("unused.db", "s")
+
+
+def test_papas_like_dislike_loop_is_a_setting_of_the_one_loop(tmp_path):
+    """k = 1: every sampled image gets a like / dislike question; the PAPA update learns from the ratings and the
+    LoRA is saved as the session's first version, through the same loop as pair questions."""
+    from edpbrl_plugin import PersonalizationLoop, PersonalizationSession
+
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    session = PersonalizationSession(tmp_path / "p.db", "papa")
+    config = UpdateConfig(**{**vars(FAST), "method": "papa", "early_stopping": False})
+    loop = PersonalizationLoop(session, pipe, config, ["x"], k=1, num_inference_steps=2, guidance_scale=1.0)
+    labels = iter(["like", "dislike", "like"])
+    done = loop.run_round(lambda images: next(labels) if len(images) == 1 else "wrong", 3, 3, seed=0)
+    assert [len(q.candidates) for q in done.questions] == [1, 1, 1]
+    assert [a.choice for a in done.answers] == ["like", "dislike", "like"]
+    assert done.report.changed and done.report.n_ratings == 3 and done.version.version == 1
+    assert set(done.seconds) == {"sample", "select", "answer", "update"}
+    # The same seeds give the same images whether sampled as candidates or for evaluation.
+    np.testing.assert_allclose(loop.images(3, seed=0), loop.sample(3, seed=0)[1], atol=1e-6)
