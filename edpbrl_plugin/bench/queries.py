@@ -29,12 +29,12 @@ from ..querying.design import PromptDesign, WordSlots
 from ..querying.strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
 from ..simulate.teachers import LinearUser, Teacher
 from .common import bootstrap_ci, environment, mean_ci, write_json
+from .peers.botorch import BotorchPeer
 
 SETTINGS = ("A", "B", "C-w10-k2", "C-w50-k2", "C-w10-k4", "C-w50-k4", "D")
 PROMPT_STRATEGIES = ("uniform", "fw_static", "fw_adaptive")
 PEER = "botorch_eubo"
 REFERENCE_ANSWERS = 40
-REFIT_EVERY = 5
 N_TEST = 2000
 
 
@@ -106,87 +106,6 @@ def make_problem_k(setting: str) -> int:
     return int(setting.rsplit("-k", 1)[1]) if setting.startswith("C-") else 2
 
 
-class _BotorchPeer:
-    """BoTorch PairwiseGP + analytic EUBO on the same pool (pairs only)."""
-
-    def __init__(self):
-        import torch  # noqa: F401  (imported here: only the peer needs botorch)
-        from botorch.acquisition.preference import AnalyticExpectedUtilityOfBestOption
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLikelihood
-
-        self._classes = (PairwiseGP, PairwiseLaplaceMarginalLogLikelihood, fit_gpytorch_mll)
-        self._eubo = AnalyticExpectedUtilityOfBestOption
-        self.model = None
-
-    def fit(self, points: np.ndarray | None, comparisons: list[tuple[int, int]]) -> None:
-        """Laplace posterior on all comparisons; kernel hyper-parameters refitted every ``REFIT_EVERY`` answers.
-
-        (BoTorch's marginal-likelihood fit takes ~2 s per call on this CPU; refitting after every
-        answer would make the peer the whole benchmark. The posterior itself uses every answer.)
-        """
-        import copy
-
-        import torch
-
-        gp_cls, mll_cls, fit = self._classes
-        if not comparisons:
-            self.model = gp_cls(None, None)
-            return
-        kernel = (
-            copy.deepcopy(self.model.covar_module)
-            if self.model is not None and self.model.datapoints is not None
-            else None
-        )
-        self.model = gp_cls(
-            torch.as_tensor(points), torch.as_tensor(comparisons, dtype=torch.long), covar_module=kernel
-        )
-        if kernel is None or len(comparisons) % REFIT_EVERY == 0:
-            try:
-                fit(mll_cls(self.model.likelihood, self.model), optimizer_kwargs={"options": {"maxiter": 50}})
-            except Exception:  # the peer's fit can fail on few comparisons; keep its current hyper-parameters
-                pass
-
-    def select(self, pool: np.ndarray) -> tuple[int, int]:
-        """The pool pair with the largest analytic EUBO.
-
-        EUBO needs each pair's posterior mean and 2×2 covariance, so it is computed for all N² pairs
-        from one joint posterior over the pool (BoTorch's own formula; ``bench select`` checks it
-        against ``AnalyticExpectedUtilityOfBestOption`` on the same pairs).
-        """
-        import torch
-
-        i, j = np.triu_indices(len(pool), 1)
-        if self.model.datapoints is None:  # prior: every pair scores alike; take a random one
-            pick = np.random.default_rng(len(pool)).integers(len(i))
-            return int(i[pick]), int(j[pick])
-        with torch.no_grad():
-            posterior = self.model.posterior(torch.as_tensor(pool))
-            mean = posterior.mean.squeeze(-1).numpy()
-            cov = posterior.covariance_matrix.numpy()
-        scores = eubo_from_joint(mean, cov, i, j)
-        pick = int(scores.argmax())
-        return int(i[pick]), int(j[pick])
-
-    def utilities(self, points: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self.model.datapoints is None:
-            return np.zeros(len(points))
-        with torch.no_grad():
-            return self.model.posterior(torch.as_tensor(points)).mean.squeeze(-1).numpy()
-
-
-def eubo_from_joint(mean: np.ndarray, cov: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Analytic EUBO of pairs (i, j) from a joint Gaussian posterior: E[max(f_i, f_j)]."""
-    from scipy.stats import norm
-
-    delta = mean[i] - mean[j]
-    sigma = np.sqrt(np.clip(cov[i, i] + cov[j, j] - 2 * cov[i, j], 1e-6**2, None))
-    u = delta / sigma
-    return sigma * (norm.pdf(u) + u * norm.cdf(u)) + mean[j]
-
-
 def _prompt_pool(problem: Problem, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     episodes = problem.design.sample(math.ceil(size / problem.k), rng)
     return problem.slots.prompt_features(episodes.reshape(-1, episodes.shape[-1]))[:size]
@@ -198,7 +117,7 @@ def run_curve(setting: str, strategy: str, seed: int, n_answers: int) -> dict:
     rng = np.random.default_rng(seed)
     user = LinearUser(problem.theta_star, Teacher(beta=1.0), seed=seed)
     model = ChoiceModel().fit(np.zeros((1, len(problem.theta_star))), [])
-    peer = _BotorchPeer() if strategy == PEER else None
+    peer = BotorchPeer() if strategy == PEER else None
     if peer is not None:
         peer.fit(None, [])
     points, comparisons = [], []

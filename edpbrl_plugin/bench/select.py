@@ -10,7 +10,6 @@ are linear in the number of pairs); the JSON says so per row.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from ..learning.answers import Answer
 from ..learning.choice import ChoiceModel
 from ..querying.strategies import DEFAULT_STRATEGY, make_strategy
 from .common import environment, markdown_table, timed, write_json
+from .peers.botorch import eubo_seconds
 
 SIZES = (64, 256, 1024)
 DIMS = (64, 768)
@@ -45,37 +45,6 @@ def naive_d_optimal(features: np.ndarray, model: ChoiceModel, pairs: np.ndarray)
         if gain > best_gain:
             best, best_gain = (a, b), gain
     return best
-
-
-def _botorch_eubo_seconds(features, answers, pairs, chunk: int = 4096) -> tuple[float, float]:
-    """Seconds of BoTorch's EUBO over ``pairs``, and max |EUBO − our joint-posterior EUBO| on them."""
-    import torch
-    from botorch.acquisition.preference import AnalyticExpectedUtilityOfBestOption
-    from botorch.fit import fit_gpytorch_mll
-    from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLikelihood
-
-    from .queries import eubo_from_joint
-
-    seen = sorted({i for a in answers for i in a.query})
-    row = {c: r for r, c in enumerate(seen)}
-    comparisons = [(row[a.query[a.outcome]], row[a.query[1 - a.outcome]]) for a in answers]
-    model = PairwiseGP(torch.as_tensor(features[seen]), torch.as_tensor(comparisons))
-    fit_gpytorch_mll(
-        PairwiseLaplaceMarginalLogLikelihood(model.likelihood, model), optimizer_kwargs={"options": {"maxiter": 50}}
-    )
-    acq = AnalyticExpectedUtilityOfBestOption(pref_model=model)
-    x = torch.as_tensor(np.stack([features[pairs[:, 0]], features[pairs[:, 1]]], axis=1))
-    with torch.no_grad():
-        acq(x[:2])  # build the model's posterior caches outside the timed call
-    start = time.perf_counter()
-    with torch.no_grad():
-        values = torch.cat([acq(c) for c in x.split(chunk)]).numpy()
-        int(values.argmax())
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        post = model.posterior(torch.as_tensor(features))
-        ours = eubo_from_joint(post.mean.squeeze(-1).numpy(), post.covariance_matrix.numpy(), pairs[:, 0], pairs[:, 1])
-    return seconds, float(np.max(np.abs(ours - values)))
 
 
 def run(out: Path, repeat: int = 20, max_pairs: int = 4000, seed: int = 0) -> dict:
@@ -110,7 +79,7 @@ def run(out: Path, repeat: int = 20, max_pairs: int = 4000, seed: int = 0) -> di
                 "speedup_vs_naive": float(naive / np.median(ours)),
             }
             if with_peer:
-                seconds, diff = _botorch_eubo_seconds(features, answers, pairs)
+                seconds, diff = eubo_seconds(features, answers, pairs)
                 row.update(
                     eubo_ms=1000 * seconds * scale,
                     speedup_vs_eubo=seconds * scale / float(np.median(ours)),
