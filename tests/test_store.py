@@ -11,6 +11,7 @@ import pytest
 
 from edpbrl_plugin.bench.store import crash_trials, start_writer
 from edpbrl_plugin.learning import answers
+from edpbrl_plugin.storage import exchange
 from edpbrl_plugin.storage.store import MIGRATIONS, SCHEMA_VERSION, PreferenceStore, StoreError
 
 
@@ -166,17 +167,17 @@ def test_export_import_pairs_and_dpo_folders(tmp_path, store):
     )
     store.submit_answer(k.id, 2)
     store.submit_answer(add_pair(store).id, "tie")
-    assert store.export_pairs("s1", tmp_path / "pairs.jsonl") == 3
+    assert exchange.export_pairs(store, "s1", tmp_path / "pairs.jsonl") == 3
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert rows[0]["winner_prompt"] == "b" and rows[0]["loser_prompt"] == "a" and rows[0]["user"] == "ana"
     with PreferenceStore(tmp_path / "other.db") as other:
-        assert other.import_pairs(tmp_path / "pairs.jsonl", "copy") == 3
-        assert other.export_pairs("copy", tmp_path / "again.jsonl") == 3
+        assert exchange.import_pairs(other, tmp_path / "pairs.jsonl", "copy") == 3
+        assert exchange.export_pairs(other, "copy", tmp_path / "again.jsonl") == 3
         again = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
         assert [(r["winner_prompt"], r["loser_prompt"]) for r in again] == [
             (r["winner_prompt"], r["loser_prompt"]) for r in rows
         ]
-    assert store.export_dpo_folders("s1", tmp_path / "dpo") == 3
+    assert exchange.export_dpo_folders(store, "s1", tmp_path / "dpo") == 3
     assert sorted(p.name for p in (tmp_path / "dpo" / "w").iterdir())[:2] == ["00000.png", "00000.txt"]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -559,90 +558,3 @@ class PreferenceStore:
             (session,),
         ).fetchall()
         return [LoraVersion(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows]
-
-    # ------------------------------------------------------------------ export / import
-    def preference_pairs(self, session: str) -> list[dict]:
-        """Answered choices as (winner, loser) pairs: a K-way choice gives K − 1 pairs; ties and skips give none."""
-        user = self.get_session(session).user
-        by_id = {c.id: c for c in self.candidates(session)}
-        pairs = []
-        for answer in self.answers(session):
-            for winner_id, loser_id in answers.training_signal(answer.choice, answer.candidates)[0]:
-                winner, loser = by_id[winner_id], by_id[loser_id]
-                pairs.append(
-                    {
-                        "session": session,
-                        "user": user,
-                        "time": answer.created,
-                        "question": answer.query,
-                        "prompt": winner.prompt if winner.prompt == loser.prompt else None,
-                        "winner": self._image_ref(winner),
-                        "loser": self._image_ref(loser),
-                        "winner_prompt": winner.prompt,
-                        "loser_prompt": loser.prompt,
-                    }
-                )
-        return pairs
-
-    def _image_ref(self, candidate: CandidateRecord) -> str | None:
-        path = self.image_file(candidate)
-        return None if path is None else str(path.resolve())
-
-    def export_pairs(self, session: str, path: str | Path) -> int:
-        """Write the session's preference pairs as JSON Lines (the canonical, re-importable format)."""
-        pairs = self.preference_pairs(session)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-        return len(pairs)
-
-    def import_pairs(self, path: str | Path, session: str) -> int:
-        """Import JSON Lines pairs into ``session`` (created if missing) as answered pair questions.
-
-        Images are copied into this store (by content hash); features are left empty for the session's
-        encoder to fill (``set_features``). Returns the number of pairs imported.
-        """
-        lines = Path(path).read_text().splitlines()
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                winner, loser = Path(record["winner"]), Path(record["loser"])
-            except (ValueError, KeyError, TypeError) as error:
-                raise StoreError(f"{path}:{number} is not a preference pair record ({error})") from error
-            for image in (winner, loser):
-                if not image.is_file():
-                    raise StoreError(f"{path}:{number} references missing image {image}")
-            records.append((record, winner, loser))
-        if not self.has_session(session):
-            self.create_session(
-                session,
-                user=records[0][0].get("user", "imported") if records else "imported",
-                config={"imported_from": str(path)},
-            )
-        for record, winner, loser in records:
-            images = [np.asarray(Image.open(p).convert("RGB")) for p in (winner, loser)]
-            prompts = [
-                record.get("winner_prompt") or record.get("prompt") or "",
-                record.get("loser_prompt") or record.get("prompt") or "",
-            ]
-            ids = self.add_candidates(session, prompts, images=images, generator={"imported": True})
-            query = self.add_query(session, ids, strategy="imported")
-            self.submit_answer(query.id, 0)
-        return len(records)
-
-    def export_dpo_folders(self, session: str, folder: str | Path) -> int:
-        """kohya-style DPO folders: ``w/NNNNN.png`` beats ``l/NNNNN.png``, prompts in ``NNNNN.txt``."""
-        folder = Path(folder)
-        pairs = self.preference_pairs(session)
-        for sub in ("w", "l"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        for number, pair in enumerate(pairs):
-            for sub, key in (("w", "winner"), ("l", "loser")):
-                if pair[key] is None:
-                    raise StoreError(f"question {pair['question']} has no stored image; cannot export DPO folders")
-                shutil.copyfile(pair[key], folder / sub / f"{number:05d}.png")
-                (folder / sub / f"{number:05d}.txt").write_text(pair[f"{key}_prompt"] or "")
-        return len(pairs)
