@@ -29,36 +29,13 @@ from .adapters import (
 )
 from .denoiser import Denoiser, concat_conditions, repeat_condition
 from .drift import DriftMonitor
+from .host import release_inference_tensors, with_autograd
 from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
 from .objectives import METHODS, OBJECTIVES, Objective
 from .sampling import cycle, sample_images
 
 _BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
 BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
-
-
-def _with_autograd(method):
-    """Run ``method`` with autograd on. Hosts may call us under ``torch.inference_mode()`` (ComfyUI runs
-    every node inside it) or ``torch.no_grad()``; training needs neither."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with torch.inference_mode(False), torch.enable_grad():
-            return method(*args, **kwargs)
-
-    return wrapper
-
-
-def _release_inference_tensors(module: torch.nn.Module) -> None:
-    """Replace parameters and buffers created under inference mode (a pipeline loaded inside a ComfyUI node)
-    by normal copies: autograd cannot save inference tensors for the backward pass. A no-op once released."""
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is not None and param.is_inference():
-                sub._parameters[name] = torch.nn.Parameter(param.clone(), requires_grad=param.requires_grad)
-        for name, buffer in list(sub._buffers.items()):
-            if buffer is not None and buffer.is_inference():
-                sub._buffers[name] = buffer.clone()
 
 
 def _weights_key(unet) -> tuple:
@@ -201,7 +178,7 @@ class LoraUpdater:
         anchor_prompts: prompts for the drift check (default: ``prompts``).
     """
 
-    @_with_autograd
+    @with_autograd
     def __init__(
         self,
         pipe,
@@ -377,7 +354,7 @@ class LoraUpdater:
                 )
         return terms
 
-    @_with_autograd
+    @with_autograd
     def update(
         self,
         pairs: Sequence[PreferencePair] = (),
@@ -394,7 +371,7 @@ class LoraUpdater:
         inside the update; it cancels the update by raising (ComfyUI's interrupt), and the adapter is
         then put back as it was before the update, so the pipeline still matches its version.
         """
-        _release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
+        release_inference_tensors(self.unet)  # weights or a LoRA version loaded under inference mode (ComfyUI)
         self._ensure_adapter()
         before = adapter_state(self.unet)
         self._check, self._on_step = check, on_step
