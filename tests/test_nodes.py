@@ -54,19 +54,24 @@ def loop(pack):
     """Load pipeline -> Feature encoder -> Sample candidates, shared by the tests below."""
     (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded")
     (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
-    images, candidates = run(
+    images, candidates = sample(pack, pipeline, encoder, "loop", "star\n", count=6, seed=3)
+    return pipeline, encoder, images, candidates
+
+
+def sample(pack, pipeline, encoder, session: str, prompt: str, count: int, seed: int, steps: int = FAST_STEPS):
+    """Sample Candidates with few denoising steps: (images, candidates)."""
+    return run(
         pack,
         "EDPBRL_SampleCandidates",
         pipeline=pipeline,
         encoder=encoder,
-        session="loop",
-        prompt="star\n",
-        count=6,
-        seed=3,
-        steps=FAST_STEPS,
+        session=session,
+        prompt=prompt,
+        count=count,
+        seed=seed,
+        steps=steps,
         guidance=2.0,
     )
-    return pipeline, encoder, images, candidates
 
 
 def dpo_update(pack, pipeline, reward, steps: int, prompt: str = ""):
@@ -141,19 +146,7 @@ def test_one_round_of_the_loop_with_the_answer_posted_to_the_route(pack, loop):
     # Sampling with the old handle brings the base model back: handles never change under a consumer. (A new
     # session starts at the same seeds; "loop" itself moves on to new ones.)
     base_again, next_round = (
-        run(
-            pack,
-            "EDPBRL_SampleCandidates",
-            pipeline=pipeline,
-            encoder=encoder,
-            session="loop-base",
-            prompt="star",
-            count=2,
-            seed=3,
-            steps=FAST_STEPS,
-            guidance=2.0,
-        )[0]
-        for _ in range(2)
+        sample(pack, pipeline, encoder, "loop-base", "star", count=2, seed=3)[0] for _ in range(2)
     )
     torch.testing.assert_close(base_again, images[:2])
     assert not torch.allclose(next_round, base_again)
@@ -328,18 +321,7 @@ def test_the_loop_queued_again_and_again_in_comfyui_continues_from_its_store(com
         (pipeline,) = run(pack, "EDPBRL_LoadPipeline", model="embedded", resume_session="my-taste")
         assert pipeline.version == round_ - 1
         (encoder,) = run(pack, "EDPBRL_FeatureEncoder", encoder="embedded")
-        _, candidates = run(
-            pack,
-            "EDPBRL_SampleCandidates",
-            pipeline=pipeline,
-            encoder=encoder,
-            session="my-taste",
-            prompt="",
-            count=4,
-            seed=0,
-            steps=2,
-            guidance=2.0,
-        )
+        _, candidates = sample(pack, pipeline, encoder, "my-taste", "", count=4, seed=0, steps=2)
         _, query, _ = run(pack, "EDPBRL_SelectQuery", k=2, strategy="d_optimal", candidates=candidates)
         thread, result = ask_in_thread(pack, query, mode="wait", timeout_s=0, on_timeout="leave pending")
         wait_until_waiting(query.id)
