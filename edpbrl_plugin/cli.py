@@ -7,6 +7,7 @@ anything is loaded or written.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from . import __version__
@@ -28,6 +29,42 @@ def _at_least(minimum: int):
 
 
 _count, _seed = _at_least(1), _at_least(0)
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _overrides(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``KEY=VALUE`` strings -> :class:`UpdateConfig` overrides, each value read as JSON (numbers, true/false)
+    and else kept as text; unknown keys and bad values are argparse errors."""
+    import json
+    from dataclasses import fields
+
+    from .tuning.updater import UpdateConfig
+
+    known = {f.name for f in fields(UpdateConfig)}
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            parser.error(f"--update {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:
+            overrides[key] = json.loads(text)
+        except ValueError:
+            overrides[key] = text
+    try:
+        UpdateConfig(**overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--update: {error}")
+    return overrides
 
 
 def _names(text: str, known, what: str, parser: argparse.ArgumentParser) -> list[str]:
@@ -55,6 +92,12 @@ def _add_bench(sub) -> None:
     select.add_argument("--repeat", type=_count, default=20)
     select.add_argument("--out", default="bench_results")
 
+    speed = which.add_parser("speed", help="seconds per stage of a loop round, before vs after the speed settings")
+    speed.add_argument("--seeds", type=_count, default=5)
+    speed.add_argument("--repeat", type=_count, default=3, help="timings of each SD 1.5-shaped piece")
+    speed.add_argument("--no-sd", action="store_true", help="skip the SD 1.5-shaped part (minutes on a CPU)")
+    speed.add_argument("--out", default="bench_results")
+
     embedded = which.add_parser("embedded", help="quality of the shipped generator and encoder (issue: embedded model)")
     embedded.add_argument("--samples", type=_count, default=256)
     embedded.add_argument("--seed", type=_seed, default=0)
@@ -71,7 +114,20 @@ def _add_bench(sub) -> None:
         help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)",
     )
     align.add_argument("--seeds", type=_count, default=5)
-    align.add_argument("--workers", type=_count, default=2)
+    align.add_argument(
+        "--workers", type=_count, default=os.cpu_count() or 1, help="processes, one job each (default: the cores)"
+    )
+    align.add_argument(
+        "--budget-minutes", type=_positive, default=None, help="start no run after this long; run again to resume"
+    )
+    align.add_argument(
+        "--update",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an UpdateConfig override for our methods, e.g. --update steps=30 (repeatable; needs its own --out)",
+    )
+    align.add_argument("--baseline", default=None, help="an align_runs.jsonl to print the final shares beside")
     align.add_argument("--out", default="bench_results")
 
     store = which.add_parser("store", help="answers survive SIGKILL; answer throughput (issue: store)")
@@ -156,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import select
 
             select.run(out, repeat=args.repeat)
+        elif args.bench == "speed":
+            from .bench import speed
+
+            speed.run(out, seeds=args.seeds, repeat=args.repeat, sd=not args.no_sd)
         elif args.bench == "embedded":
             from .bench import embedded
 
@@ -173,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 from .simulate.people import USER_PRESETS
 
+                if args.baseline and not Path(args.baseline).is_file():
+                    parser.error(f"--baseline {args.baseline}: no such file (give an align_runs.jsonl)")
+
                 users = _names(args.users, list(USER_PRESETS), "simulated user", parser)
                 methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
                 for method in methods or []:
@@ -180,7 +243,16 @@ def main(argv: list[str] | None = None) -> None:
                         align.check_method(method)
                     except ValueError as error:
                         parser.error(str(error))
-                align.run(out, users=users, seeds=args.seeds, methods=methods, workers=args.workers)
+                align.run(
+                    out,
+                    users=users,
+                    seeds=args.seeds,
+                    methods=methods,
+                    workers=args.workers,
+                    budget_minutes=args.budget_minutes,
+                    update=_overrides(args.update, parser),
+                    baseline=Path(args.baseline) if args.baseline else None,
+                )
         elif args.bench == "store":
             from .bench import store
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # One BLAS thread per process keeps the CPU tests stable on a 2-core machine.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Base-sample pools are cached on disk (tuning/pools.py): one fresh cache per test session, never ~/.cache.
+os.environ["EDPBRL_CACHE"] = tempfile.mkdtemp(prefix="edpbrl-test-cache-")
 
 import numpy as np
 import pytest

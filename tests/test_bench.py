@@ -74,7 +74,7 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
         return {"curve": [], "updates": [], "before": [], "after": []}
 
     monkeypatch.setattr(align, "run_loop", run_loop)
-    settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4}
+    settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4, "update": {}, "threads": 1}
     for method in align.OURS_METHODS:
         align._run_job((method, method, 0, settings))  # user = method name, to tell the calls apart
     configs = {user: settings.pop("config") for user, settings in calls.items()}
@@ -82,3 +82,50 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
     assert calls["ours-fresh"] == {"base_share": 0.5} and calls["ours-k4"] == {"k": 4}
     assert [configs[m].warm_start for m in align.OURS_METHODS] == [True, True, False, True]
     assert all(c.seed == 0 and c.method == "default" for c in configs.values())
+
+
+def test_a_spent_time_budget_starts_no_run_and_says_how_many_are_left(tmp_path, capsys):
+    from edpbrl_plugin.bench.align import run
+
+    report = run(tmp_path, users=["blue"], seeds=2, methods=["ours"], budget_minutes=1e-9)
+    assert report["ran_now"]["runs_left"] == 2 and report["summary"] == {}
+    assert "with 2 runs left; run again to resume" in capsys.readouterr().out
+
+
+def test_runs_with_other_update_settings_are_never_mixed_into_one_summary(tmp_path):
+    import json
+
+    from edpbrl_plugin.bench.align import run
+
+    record = {**_run("ours", 0, [0.1, 0.9]), "key": "blue|ours|0", "update": {"steps": 30}}
+    (tmp_path / "align_runs.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match="other update settings"):
+        run(tmp_path, users=["blue"], seeds=0, methods=["ours"])
+    with pytest.raises(TypeError):
+        run(tmp_path / "other", users=["blue"], seeds=0, methods=["ours"], update={"stepz": 30})
+    assert run(tmp_path, users=["blue"], seeds=1, methods=["ours"], update={"steps": 30})["ran_now"]["runs_left"] == 0
+
+
+def test_the_baseline_comparison_says_whether_each_final_share_is_inside_the_old_interval():
+    from edpbrl_plugin.bench.align import format_comparison
+
+    old = summarise([_run("ours", s, [0.1, 0.5 + 0.1 * s]) for s in range(3)], ["ours"])
+    inside = summarise([_run("ours", s, [0.1, 0.6]) for s in range(3)], ["ours"])
+    below = summarise([_run("ours", s, [0.1, 0.2]) for s in range(3)], ["ours"])
+    assert "ours" in format_comparison(inside, old) and ": inside;" in format_comparison(inside, old)
+    assert ": BELOW;" in format_comparison(below, old)
+
+
+def test_the_speed_summary_gives_each_stage_a_before_after_ratio_with_an_interval():
+    from edpbrl_plugin.bench.speed import STAGES
+    from edpbrl_plugin.bench.speed import summarise as speed_summary
+
+    def record(setting, seed, update):
+        seconds = {stage: 1.0 for stage in STAGES} | {"update": update}
+        return {"setting": setting, "seed": seed, "rounds": [{"seconds": seconds}], "peak_mb": 500.0}
+
+    runs = [record("before", s, 60.0 + s) for s in range(5)] + [record("after", s, 10.0) for s in range(5)]
+    summary = speed_summary(runs)
+    ratio = summary["ratio before/after"][0]
+    assert ratio["update"]["mean"] == pytest.approx(6.2) and ratio["update"]["lo"] < 6.2 < ratio["update"]["hi"]
+    assert ratio["sample"]["mean"] == 1.0 and summary["before"]["rounds"][0]["total"]["mean"] == pytest.approx(68.0)

@@ -36,6 +36,21 @@ def test_samples_have_the_right_shape_and_range_and_follow_the_seed(pipe):
     assert pt.shape == (1, 3, 32, 32)
 
 
+def test_guidance_runs_only_on_prompted_rows_and_gives_the_images_of_guiding_each_alone(pipe):
+    """An empty prompt's guided prediction is its plain one, so unconditional rows skip the second pass; a
+    batch mixing both gives each row the image it gets on its own."""
+    from edpbrl_plugin.tuning.sampling import sample_images
+
+    mixed = sample_images(pipe, ["", "blue star", "", "red circle"], [0, 1, 2, 3], 4, guidance_scale=3.0)
+    alone = [sample_images(pipe, [p], [s], 4, guidance_scale=3.0)[0] for p, s in (("", 0), ("blue star", 1))]
+    unguided = sample_images(pipe, [""], [0], 4, guidance_scale=1.0)[0]
+    np.testing.assert_allclose(mixed[0], alone[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], alone[1], atol=1e-5)
+    np.testing.assert_allclose(alone[0], unguided, atol=1e-5)
+    prompted = sample_images(pipe, ["blue star"], [1], 4, guidance_scale=1.0)[0]
+    assert np.abs(prompted - alone[1]).mean() > 1e-3  # guidance still acts where a prompt says something
+
+
 def test_step_callback_sees_every_step_and_can_replace_the_latents(pipe):
     seen = []
 

@@ -419,3 +419,38 @@ def test_ten_answers_and_one_update_raise_the_simulated_users_share_on_fresh_sam
     assert after["actions"] == 10 and result["updates"][0]["steps"] == 30
     assert after["share"] >= before["share"] + 0.25, (before, after)
     assert after["utility"] > before["utility"] and after["drift"] < config.drift_cap
+
+
+def test_a_base_pool_is_sampled_once_per_machine_and_a_broken_cache_file_is_sampled_again(tmp_path, monkeypatch):
+    from edpbrl_plugin.tuning import pools
+
+    monkeypatch.setenv("EDPBRL_CACHE", str(tmp_path))
+    calls = []
+
+    def make():
+        calls.append(1)
+        return np.full((3, 4, 4, 3), 0.5, np.float32)
+
+    first = pools.cached_pool("k1", make)
+    pools._MEMORY.clear()  # a new process: only the disk remains
+    again = pools.cached_pool("k1", make)
+    assert len(calls) == 1 and np.array_equal(first, again)
+    (tmp_path / "pools" / "k1.safetensors").write_bytes(b"not a pool")
+    pools._MEMORY.clear()
+    assert pools.cached_pool("k1", make).shape == (3, 4, 4, 3) and len(calls) == 2
+    assert not list((tmp_path / "pools").glob("*.partial"))
+
+
+def test_a_pool_key_changes_with_the_base_weights_prompts_and_sampler_but_not_with_the_adapter():
+    from edpbrl_plugin.models.shapes.weights import load_pipeline
+    from edpbrl_plugin.tuning.adapters import add_adapter
+    from edpbrl_plugin.tuning.pools import pool_key
+
+    pipe = load_pipeline()
+    key = pool_key(pipe, [""], 1, {"steps": 20})
+    assert pool_key(pipe, ["blue"], 1, {"steps": 20}) != key and pool_key(pipe, [""], 1, {"steps": 10}) != key
+    add_adapter(pipe.unet, rank=2)
+    assert pool_key(pipe, [""], 1, {"steps": 20}) == key
+    with torch.no_grad():
+        next(p for n, p in pipe.unet.named_parameters() if "lora_" not in n).add_(1e-3)
+    assert pool_key(pipe, [""], 1, {"steps": 20}) != key

@@ -22,9 +22,10 @@ encoder and pixels, never by the learned reward. Runs are resumable (``align_run
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +65,22 @@ class Bench:
         self.judge = AttributeJudge(self.encoder)
         self.eval_samples = eval_samples
         self.prompt = prompt
+        self._base: dict[int, tuple[dict, np.ndarray]] = {}  # judged base samples, by EPAPA's min timestep
 
-    def evaluate(self, loop: PersonalizationLoop, user) -> tuple[dict, np.ndarray]:
+    def evaluate(self, loop: PersonalizationLoop, user, base: bool = False) -> tuple[dict, np.ndarray]:
         """Share preferred and mean utility of the loop's model on the fixed evaluation seeds (the same sampler
-        and seeds before and after every update, so the base point is the model the first update starts from)."""
-        images = loop.images(self.eval_samples, EVAL_SEED)
-        labels = self.judge(images)
+        and seeds before and after every update, so the base point is the model the first update starts from).
+
+        ``base``: the loop's model is still the base model; its samples are the same in every run, so they are
+        sampled and judged once per process.
+        """
+        if base and loop.min_timestep in self._base:
+            labels, images = self._base[loop.min_timestep]
+        else:
+            images = loop.images(self.eval_samples, EVAL_SEED)
+            labels = self.judge(images)
+            if base:
+                self._base[loop.min_timestep] = labels, images
         return {
             "share": float(user.taste.preferred(labels).mean()),
             "utility": float(user.taste.utility(labels).mean()),
@@ -97,7 +108,7 @@ def run_loop(
         loop = PersonalizationLoop(
             session, load_pipeline(), config, [bench.prompt], k=k, strategy=strategy, base_share=base_share
         )
-        point, images = bench.evaluate(loop, user)
+        point, images = bench.evaluate(loop, user, base=True)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
         actions, round_ = 0, 0
         while actions < budget:
@@ -135,13 +146,13 @@ def _run_job(job: tuple) -> dict:
     """One (user, method, seed) run; worker processes keep one :class:`Bench` each."""
     global _BENCH
     user, method, seed, settings = job
-    torch.set_num_threads(1)
+    torch.set_num_threads(settings["threads"])
     if _BENCH is None:
         _BENCH = Bench(eval_samples=settings["eval_samples"])
     start = time.perf_counter()
     if method in OURS_METHODS:
         variant = dict(OURS_METHODS[method])
-        config = UpdateConfig(seed=seed, **variant.pop("update", {}))
+        config = UpdateConfig(seed=seed, **{**variant.pop("update", {}), **settings["update"]})
         result = run_loop(
             _BENCH,
             user,
@@ -165,6 +176,7 @@ def _run_job(job: tuple) -> dict:
         "curve": result["curve"],
         "updates": result["updates"],
         "seconds": time.perf_counter() - start,
+        "update": settings["update"],
         "before": result["before"][:32],
         "after": result["after"][:32],
     }
@@ -182,22 +194,32 @@ def run(
     candidates: int = 24,
     eval_samples: int = 64,
     workers: int = 1,
+    budget_minutes: float | None = None,
+    update: dict | None = None,
+    baseline: Path | None = None,
 ) -> dict:
     """Run every (user, method, seed) of ``methods`` not yet in ``align_runs.jsonl``, then summarise, plot and print.
 
     The summary covers every run in ``align_runs.jsonl`` (all users, methods and seeds there, each method's
     seed count reported), so running one more user or seed adds to ``align.json`` instead of replacing it.
+    ``workers`` processes run one job each on one thread. ``budget_minutes``: start no job after that many
+    minutes (running ones finish; run again to resume). ``update``: :class:`UpdateConfig` overrides for our
+    methods (a study of the loop's settings; such runs need their own ``out``). ``baseline``: another
+    ``align_runs.jsonl`` whose final shares are printed beside these, with whether each mean lies inside the
+    baseline's 95% interval.
     """
     methods = sorted(methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS], key=check_method)
     if unknown := [u for u in users if u not in USER_PRESETS]:
         raise ValueError(f"unknown simulated user(s) {unknown}; choose from {sorted(USER_PRESETS)}")
+    update = dict(update or {})
+    UpdateConfig(**update)  # bad overrides fail before any run
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "align_runs.jsonl"
-    runs = (
-        {json.loads(line)["key"]: json.loads(line) for line in runs_path.read_text().splitlines()}
-        if runs_path.exists()
-        else {}
-    )
+    runs = _read_runs(runs_path)
+    if mixed := {r["key"] for r in runs.values() if r.get("update", {}) != update}:
+        raise ValueError(
+            f"{runs_path} holds runs with other update settings ({sorted(mixed)[0]}, ...); use another --out"
+        )
     settings = {
         "budget": budget,
         "papa_budget": papa_budget,
@@ -205,47 +227,100 @@ def run(
         "papa_per_round": papa_per_round,
         "candidates": candidates,
         "eval_samples": eval_samples,
+        "update": update,
+        "threads": max(1, (os.cpu_count() or 1) // workers),
     }
     jobs = [(u, m, s, settings) for u in users for s in range(seeds) for m in methods if f"{u}|{m}|{s}" not in runs]
     print(f"{len(runs)} runs already done, {len(jobs)} to run on {workers} worker(s)", flush=True)
     started = time.perf_counter()
-    with runs_path.open("a") as sink:
-        pool = ProcessPoolExecutor(workers) if workers > 1 else None
-        results = pool.map(_run_job, jobs) if pool else map(_run_job, jobs)
-        for record in results:
-            before, after = record.pop("before"), record.pop("after")
-            if record["seed"] == 0:
-                save_grid(before, out / f"align_{record['user']}_before.png", columns=8)
-                save_grid(
-                    after, out / f"align_{record['user']}_{record['method'].replace('@', '_')}_after.png", columns=8
-                )
-            runs[record["key"]] = record
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            first, last = record["curve"][0], record["curve"][-1]
-            print(
-                f"{record['user']:16} {record['method']:12} seed {record['seed']}: share {first['share']:.2f} -> "
-                f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)",
-                flush=True,
-            )
-        if pool:
-            pool.shutdown()
+    deadline = None if budget_minutes is None else started + 60 * budget_minutes
+    with runs_path.open("a") as sink, ProcessPoolExecutor(workers) as pool:
+        pending, queued = set(), iter(jobs)
+        while True:
+            while len(pending) < workers and (deadline is None or time.perf_counter() < deadline):
+                job = next(queued, None)
+                if job is None:
+                    break
+                pending.add(pool.submit(_run_job, job))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record = future.result()
+                _keep(record, out)
+                runs[record["key"]] = record
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+    left = len(jobs) - sum(1 for u, m, s, _ in jobs if f"{u}|{m}|{s}" in runs)
+    if left:
+        print(f"stopped at the {budget_minutes:g}-minute budget with {left} runs left; run again to resume", flush=True)
     summarised = sorted({r["method"] for r in runs.values()}, key=check_method)
     summary = summarise(list(runs.values()), summarised)
     report = {
         "benchmark": "align",
         "users": list(summary),
-        "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods},
+        "ran_now": {"users": users, "seeds": list(range(seeds)), "methods": methods, "runs_left": left},
         "methods": summarised,
         **settings,
+        "workers": workers,
         "environment": environment(),
         "wall_seconds": time.perf_counter() - started,
         "summary": summary,
     }
+    if baseline is not None:
+        old = list(_read_runs(baseline).values())
+        report["baseline"] = {
+            "runs": str(baseline),
+            "summary": summarise(old, sorted({r["method"] for r in old}, key=check_method)),
+        }
     write_json(out / "align.json", report)
-    plot(summary, out / "align.png")
+    if summary:
+        plot(summary, out / "align.png")
     print(format_table(summary))
+    if baseline is not None:
+        print(format_comparison(summary, report["baseline"]["summary"]))
+    print(f"wall time {report['wall_seconds'] / 60:.1f} min on {workers} worker(s)")
     return report
+
+
+def _read_runs(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return {(r := json.loads(line))["key"]: r for line in path.read_text().splitlines() if line.strip()}
+
+
+def _keep(record: dict, out: Path) -> None:
+    """Print one finished run and save seed 0's before / after grids (the images leave the record)."""
+    before, after = record.pop("before"), record.pop("after")
+    if record["seed"] == 0:
+        save_grid(before, out / f"align_{record['user']}_before.png", columns=8)
+        save_grid(after, out / f"align_{record['user']}_{record['method'].replace('@', '_')}_after.png", columns=8)
+    first, last = record["curve"][0], record["curve"][-1]
+    print(
+        f"{record['user']:16} {record['method']:12} seed {record['seed']}: share {first['share']:.2f} -> "
+        f"{last['share']:.2f} after {last['actions']} actions ({record['seconds']:.0f} s)",
+        flush=True,
+    )
+
+
+def format_comparison(summary: dict, baseline: dict) -> str:
+    """Final share per user and method beside the baseline's, and whether the new mean is inside (or above)
+    the baseline's 95% interval."""
+    lines = ["\nfinal share, this run vs baseline (95% intervals):"]
+    for user, methods in summary.items():
+        for method, data in methods.items():
+            old = baseline.get(user, {}).get(method)
+            if not isinstance(data, dict) or not isinstance(old, dict):
+                continue
+            new_share, old_share = data["share"], old["share"]
+            mean, lo, hi = new_share["mean"][-1], old_share["lo"][-1], old_share["hi"][-1]
+            verdict = "inside" if lo <= mean <= hi else "above" if mean > hi else "BELOW"
+            lines.append(
+                f"  {user:16} {method:12} {mean:.2f} [{new_share['lo'][-1]:.2f}, {new_share['hi'][-1]:.2f}] "
+                f"({data['n_seeds']} seeds) vs {old_share['mean'][-1]:.2f} [{lo:.2f}, {hi:.2f}] ({old['n_seeds']} seeds): "
+                f"{verdict}; {data['seconds_per_update']:.1f} vs {old['seconds_per_update']:.1f} s/update"
+            )
+    return "\n".join(lines)
 
 
 def check_method(method: str) -> tuple:

@@ -32,18 +32,11 @@ from .drift import DriftMonitor
 from .host import release_inference_tensors, with_autograd
 from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
 from .objectives import METHODS, OBJECTIVES, Objective
+from .pools import cached_pool, pool_key
 from .sampling import cycle, sample_images
 
-_BASE_POOLS: dict[tuple, tuple[np.ndarray, list[str]]] = {}
 BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
-
-
-def _weights_key(unet) -> tuple:
-    """Identifies the base weights (LoRA parameters excluded) cheaply: architecture plus a few parameter sums."""
-    from .export import base_fingerprint
-
-    sums = [float(p.detach().float().sum()) for n, p in list(unet.named_parameters())[:8] if "lora_" not in n]
-    return (base_fingerprint(unet), tuple(round(v, 4) for v in sums))
+CHECK_SEED = 1  # offset of the early-stopping check's seeds from ``UpdateConfig.seed * 7919``
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,7 @@ class UpdateConfig:
     papa_c_base: float = 0.009
     unlikelihood_cap: float = 2.0
     epapa_min_timestep: int = 400
-    eval_every: int = 20
+    eval_every: int = 30
     eval_samples: int = 32
     early_stopping: bool = True
     patience: int = 2  # checks in a row whose reward is worse than the best by > tolerance standard errors
@@ -198,6 +191,7 @@ class LoraUpdater:
         self.drift = DriftMonitor(self.denoiser, base_sampler, anchor_prompts or self.prompts)
         self._weights = elbo_weights(self.denoiser)
         self._round = 0
+        self._checked: tuple | None = None  # (adapter state, image size, its check samples)
         self._check: Callable[[], None] | None = None  # the host's cancel check while an update runs
         self._on_step: Callable[[int, int], None] | None = None  # the host's progress bar while an update runs
         self.progress = False
@@ -238,11 +232,22 @@ class LoraUpdater:
         chosen = cycle(prompts or self.prompts, n)
         return self._sample_images(chosen, seed), chosen
 
-    def _mean_reward(self, seed: int) -> tuple[float, float] | None:
-        """Mean learned reward of fresh samples at fixed seeds, and its standard error."""
+    def _mean_reward(self) -> tuple[float, float] | None:
+        """Mean learned reward of fresh samples at fixed seeds (the same every update), and its standard error.
+
+        The samples of the adapter last checked are kept: an update that starts where the previous one ended
+        re-scores them with the refitted reward instead of sampling them again.
+        """
         if self.reward_fn is None:
             return None
-        images, _ = self.sample(self.config.eval_samples, seed)
+        state = adapter_state(self.unet)
+        kept = self._checked
+        same = kept is not None and kept[1] == self.image_size and kept[0].keys() == state.keys()
+        if same and all(torch.equal(kept[0][k], state[k]) for k in state):
+            images = kept[2]
+        else:
+            images, _ = self.sample(self.config.eval_samples, self.config.seed * 7919 + CHECK_SEED)
+            self._checked = (state, self.image_size, images)
         rewards = np.asarray(self.reward_fn(images), dtype=np.float64)
         return float(rewards.mean()), float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
 
@@ -256,20 +261,17 @@ class LoraUpdater:
         """
         if self.config.distill_source == "current":
             return self.sample(self.config.distill_samples, seed)
-        key = (
-            _weights_key(self.unet),
-            self.config.distill_samples,
-            tuple(self.prompts),
-            self.config.num_inference_steps,
-            self.config.guidance_scale,
-            self.image_size,
+        prompts = cycle(self.prompts, self.config.distill_samples)
+        settings = {
+            "steps": self.config.num_inference_steps,
+            "guidance": self.config.guidance_scale,
+            "size": self.image_size if self.denoiser.latent else None,
+        }
+        key = pool_key(self.pipe, prompts, BASE_POOL_SEED, settings)
+        images = cached_pool(
+            key, lambda: self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False)
         )
-        if key not in _BASE_POOLS:
-            prompts = cycle(self.prompts, self.config.distill_samples)
-            images = self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False)
-            _BASE_POOLS.clear()  # one pool at a time: they are large
-            _BASE_POOLS[key] = (images, prompts)
-        return _BASE_POOLS[key]
+        return images, prompts
 
     # ------------------------------------------------------------------ losses
     def _errors(self, x0, condition, noise, t, epsilon_space: bool = False) -> torch.Tensor:
@@ -279,19 +281,45 @@ class LoraUpdater:
             return per_sample_mse(self.denoiser.to_epsilon(prediction, x_t, t), noise)
         return per_sample_mse(prediction, self.denoiser.target(x0, noise, t))
 
-    def _dpo_term(self, data, gen) -> torch.Tensor:
+    def _dpo_batch(self, data, gen) -> tuple:
+        """A batch of preference pairs: winners then losers, each pair under one noise and timestep."""
         x_w, x_l, cond_w, cond_l = data
         idx = torch.randint(0, len(x_w), (min(self.config.batch_size, len(x_w)),), generator=gen)
-        b = len(idx)
         noise = torch.randn(x_w[idx].shape, generator=gen).to(x_w)
-        t = self.denoiser.sample_timesteps(b, gen, self.min_timestep)
-        x0 = torch.cat([x_w[idx], x_l[idx]])
+        t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
         condition = concat_conditions(repeat_condition(cond_w, idx), repeat_condition(cond_l, idx))
-        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
-        model = self._errors(x0, condition, noise2, t2)
-        with torch.no_grad(), adapters_disabled(self.unet):
-            ref = self._errors(x0, condition, noise2, t2)
-        loss, _ = dpo_loss(model[:b], model[b:], ref[:b], ref[b:], self.config.dpo_beta)
+        return torch.cat([x_w[idx], x_l[idx]]), condition, torch.cat([noise, noise]), torch.cat([t, t])
+
+    def _distill_batch(self, data, gen) -> tuple:
+        """A batch of pool images drawn with the reward-tilted probabilities."""
+        x0_all, cond_all, probabilities = data
+        idx = torch.multinomial(probabilities, self.config.batch_size, replacement=True, generator=gen)
+        noise = torch.randn(x0_all[idx].shape, generator=gen).to(x0_all)
+        t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
+        return x0_all[idx], repeat_condition(cond_all, idx), noise, t
+
+    def _loss(self, terms: dict, gen) -> torch.Tensor:
+        """One optimiser step's loss. The DPO pairs and the distillation batch share one UNet pass (one larger
+        batch is cheaper than two on a CPU); DPO's reference errors are a second pass with the adapter off."""
+        batches = {
+            name: getattr(self, f"_{name}_batch")(terms[name], gen) for name in ("dpo", "distill") if name in terms
+        }
+        loss = self._papa_term(terms["papa"], gen) if "papa" in terms else torch.zeros(())
+        if not batches:
+            return loss
+        x0, noise, t = (torch.cat([batch[i] for batch in batches.values()]) for i in (0, 2, 3))
+        condition = functools.reduce(concat_conditions, [batch[1] for batch in batches.values()])
+        errors = dict(zip(batches, self._errors(x0, condition, noise, t).split([len(b[0]) for b in batches.values()])))
+        if "dpo" in batches:
+            half = len(errors["dpo"]) // 2
+            with torch.no_grad(), adapters_disabled(self.unet):
+                ref = self._errors(*batches["dpo"])
+            loss = (
+                loss
+                + dpo_loss(errors["dpo"][:half], errors["dpo"][half:], ref[:half], ref[half:], self.config.dpo_beta)[0]
+            )
+        if "distill" in batches:
+            loss = loss + self.config.distill_weight * errors["distill"].mean()
         return loss
 
     def _papa_term(self, data, gen) -> torch.Tensor:
@@ -317,13 +345,6 @@ class LoraUpdater:
             c.papa_c_base,
             c.unlikelihood_cap,
         )
-
-    def _distill_term(self, data, gen) -> torch.Tensor:
-        x0_all, cond_all, probabilities = data
-        idx = torch.multinomial(probabilities, self.config.batch_size, replacement=True, generator=gen)
-        noise = torch.randn(x0_all[idx].shape, generator=gen).to(x0_all)
-        t = self.denoiser.sample_timesteps(len(idx), gen, self.min_timestep)
-        return self.config.distill_weight * self._errors(x0_all[idx], repeat_condition(cond_all, idx), noise, t).mean()
 
     # ------------------------------------------------------------------ the update
     def _prepare(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating], seed: int) -> dict:
@@ -409,19 +430,13 @@ class LoraUpdater:
         params = trainable_parameters(self.unet)
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(seed)
-        checked = self._mean_reward(seed + 1) if c.early_stopping else None
+        checked = self._mean_reward() if c.early_stopping else None
         best = None if checked is None else (checked[0], adapter_state(self.unet))
         report.reward_before = report.reward_after = None if checked is None else checked[0]
         good_state, worse_checks = adapter_state(self.unet), 0
         self.unet.train()
         for step in tqdm(range(1, c.steps + 1), desc="LoRA update", disable=not self.progress, leave=False):
-            loss = 0.0
-            if "dpo" in terms:
-                loss = loss + self._dpo_term(terms["dpo"], gen)
-            if "papa" in terms:
-                loss = loss + self._papa_term(terms["papa"], gen)
-            if "distill" in terms:
-                loss = loss + self._distill_term(terms["distill"], gen)
+            loss = self._loss(terms, gen)
             if not torch.isfinite(loss):
                 load_adapter_state(self.unet, good_state)
                 report.stopped = f"non-finite loss at step {step}; restored the last good adapter"
@@ -446,7 +461,7 @@ class LoraUpdater:
                     break
                 good_state = adapter_state(self.unet)
                 if best is not None:
-                    reward, stderr = self._mean_reward(seed + 1)
+                    reward, stderr = self._mean_reward()
                     report.reward_after = reward
                     if reward > best[0]:
                         best, worse_checks = (reward, good_state), 0

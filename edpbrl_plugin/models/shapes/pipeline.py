@@ -122,9 +122,12 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
         cond = self.encode_prompt(prompts, strict=strict)
-        use_cfg = guidance_scale > 1.0
-        if use_cfg:
-            cond = torch.cat([self.encode_prompt([""] * batch), cond])
+        # Classifier-free guidance only where a prompt says something: an empty prompt's conditional pass is its
+        # unconditional pass, so the guided prediction of that row is the plain one (unconditional batches at half
+        # the cost, same images).
+        guided = [i for i, p in enumerate(prompts) if p.strip()] if guidance_scale > 1.0 else []
+        if guided:
+            cond = torch.cat([cond, self.encode_prompt([""] * len(guided))])
 
         shape = (batch, self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         if latents is None:
@@ -135,14 +138,16 @@ class ShapesPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_in = self.scheduler.scale_model_input(torch.cat([latents] * 2) if use_cfg else latents, t)
+            model_in = self.scheduler.scale_model_input(torch.cat([latents, latents[guided]]) if guided else latents, t)
             pred = self.unet(model_in, t, encoder_hidden_states=cond).sample
-            if use_cfg:
-                uncond, text = pred.chunk(2)
-                pred = uncond + guidance_scale * (text - uncond)
+            if guided:
+                pred, uncond = pred[:batch], pred[batch:]
+                text = pred[guided]
+                mixed = uncond + guidance_scale * (text - uncond)
                 if guidance_rescale > 0:
-                    std_ratio = text.std(dim=(1, 2, 3), keepdim=True) / pred.std(dim=(1, 2, 3), keepdim=True)
-                    pred = guidance_rescale * pred * std_ratio + (1 - guidance_rescale) * pred
+                    std_ratio = text.std(dim=(1, 2, 3), keepdim=True) / mixed.std(dim=(1, 2, 3), keepdim=True)
+                    mixed = guidance_rescale * mixed * std_ratio + (1 - guidance_rescale) * mixed
+                pred = pred.index_copy(0, torch.tensor(guided, device=pred.device), mixed)
             latents = self.scheduler.step(pred, t, latents).prev_sample
             if callback_on_step_end is not None:
                 outputs = callback_on_step_end(self, i, t, {"latents": latents})
