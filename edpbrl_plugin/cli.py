@@ -89,7 +89,7 @@ def _add_bench(sub) -> None:
     queries.add_argument("--out", default="bench_results")
 
     select = which.add_parser("select", help="time to choose a question among N candidates")
-    select.add_argument("--repeat", type=_count, default=20)
+    select.add_argument("--repeat", type=_count, default=50)
     select.add_argument("--out", default="bench_results")
 
     speed = which.add_parser("speed", help="seconds per stage of a loop round, before vs after the speed settings")
@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
                 settings=_names(args.settings, queries.SETTINGS, "setting", parser),
                 seeds=args.seeds,
                 n_answers=args.answers,
-                strategies=_names(args.strategies, sorted(STRATEGIES), "strategy", parser) if args.strategies else None,
+                strategies=_names(args.strategies, [*sorted(STRATEGIES), queries.PEER], "strategy", parser)
+                if args.strategies
+                else None,
                 workers=args.workers,
                 with_peer=not args.no_peer,
             )

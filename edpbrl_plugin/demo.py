@@ -27,7 +27,6 @@ from .simulate.terminal import TerminalAsker
 from .tuning.updater import UpdateConfig
 
 EVAL_SEED = 10_000
-HELDOUT_SEED = 20_000
 
 
 def run_demo(
@@ -65,9 +64,11 @@ def run_demo(
 
     t = time.perf_counter()
     before = loop.images(eval_samples, EVAL_SEED)
-    heldout = loop.images(128, HELDOUT_SEED)
     timings["evaluate"] += time.perf_counter() - t
     save_grid(before[:64], out / "before.png", columns=8)
+    # The base model's evaluation samples are held out (no question shows them): the reward model's accuracy
+    # is measured on their pairs.
+    heldout = before
     heldout_features = encoder.encode(heldout)
     # The simulated user's utility of the held-out images, for the reward model's accuracy curve.
     true_utility = person.utility(heldout) if person else None
@@ -88,7 +89,7 @@ def run_demo(
             "share_preferred": person.share_preferred(before) if person else None,
         }
     ]
-    updates = []
+    updates, after = [], None
     ask = TerminalAsker(out / "question.png") if interactive else person.answer
     for round_ in range(rounds):
         done = loop.run_round(
@@ -112,7 +113,10 @@ def run_demo(
             }
         )
         t = time.perf_counter()
-        probe = loop.images(32, EVAL_SEED) if person else None
+        # the last round's probe is the start of the final evaluation (same seeds, same model): sampled once
+        last = round_ + 1 == rounds
+        after = loop.images(eval_samples, EVAL_SEED) if last else None
+        probe = (after[:32] if last else loop.images(32, EVAL_SEED)) if person else None
         timings["evaluate"] += time.perf_counter() - t
         n_answers = len(session.store.answers(session_id))
         curve.append(
@@ -127,9 +131,8 @@ def run_demo(
             + (f"; share preferred {curve[-1]['share_preferred']:.2f}" if person else "")
         )
 
-    t = time.perf_counter()
-    after = loop.images(eval_samples, EVAL_SEED)
-    timings["evaluate"] += time.perf_counter() - t
+    if after is None:  # no rounds
+        after = before
     save_grid(after[:64], out / "after.png", columns=8)
     paths = write_lora(
         pipe,

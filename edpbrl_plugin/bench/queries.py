@@ -117,7 +117,7 @@ def run_curve(setting: str, strategy: str, seed: int, n_answers: int) -> dict:
     rng = np.random.default_rng(seed)
     user = LinearUser(problem.theta_star, Teacher(beta=1.0), seed=seed)
     model = ChoiceModel().fit(np.zeros((1, len(problem.theta_star))), [])
-    peer = BotorchPeer() if strategy == PEER else None
+    peer = BotorchPeer(seed) if strategy == PEER else None
     if peer is not None:
         peer.fit(None, [])
     points, comparisons = [], []

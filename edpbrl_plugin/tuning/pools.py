@@ -6,7 +6,9 @@ it, so only the first update on a machine pays for sampling it (256 images: abou
 the embedded model, minutes for Stable Diffusion).
 
 The disk cache lives in ``$EDPBRL_CACHE`` (default ``~/.cache/edpbrl``), one safetensors file per pool,
-named by the hash of its key; a file that cannot be read is sampled again and rewritten.
+named by the hash of its key; a file that cannot be read is sampled again and rewritten. A pipeline folder
+may ship pools beside its weights (``<folder>/pools/<key>.safetensors``, read-only): the embedded model ships
+the pool of its default settings (``scripts/ship_base_pool.py``), so a fresh install does not sample it.
 """
 
 from __future__ import annotations
@@ -55,20 +57,31 @@ def pool_key(pipe, prompts: list[str], seed: int, settings: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def cached_pool(key: str, make: Callable[[], np.ndarray], disk: bool = True) -> np.ndarray:
-    """The pool under ``key``: from memory, else from disk, else ``make()`` (then kept in both).
+def shipped_pools(pipe) -> Path | None:
+    """The ``pools`` folder beside the weights ``pipe`` was loaded from, if it has one."""
+    folder = Path(getattr(pipe, "name_or_path", None) or "") / "pools"
+    return folder if folder.is_dir() else None
+
+
+def _read(path: Path) -> np.ndarray | None:
+    try:
+        return load_file(path)["images"].numpy()
+    except Exception:  # a truncated or foreign file: sample again (and overwrite it if it is the cache's)
+        return None
+
+
+def cached_pool(key: str, make: Callable[[], np.ndarray], disk: bool = True, shipped: Path | None = None) -> np.ndarray:
+    """The pool under ``key``: from memory, else the disk cache, else ``shipped``, else ``make()`` (then kept
+    in memory and the disk cache).
 
     Memory keeps one pool (they are large); the disk keeps every pool until the cache is deleted.
     """
     if key in _MEMORY:
         return _MEMORY[key]
     path = cache_dir() / "pools" / f"{key}.safetensors"
-    images = None
-    if disk and path.exists():
-        try:
-            images = load_file(path)["images"].numpy()
-        except Exception:  # a truncated or foreign file: sample again and overwrite it
-            images = None
+    images = _read(path) if disk and path.exists() else None
+    if images is None and shipped is not None and (shipped / path.name).exists():
+        images = _read(shipped / path.name)
     if images is None:
         images = np.ascontiguousarray(make(), dtype=np.float32)
         if disk:

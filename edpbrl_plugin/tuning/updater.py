@@ -32,7 +32,7 @@ from .drift import DriftMonitor
 from .host import release_inference_tensors, with_autograd
 from .losses import dpo_loss, effective_sample_size, elbo_weights, papa_loss, per_sample_mse, reward_tilt
 from .objectives import METHODS, OBJECTIVES, Objective
-from .pools import cached_pool, pool_key
+from .pools import cached_pool, pool_key, shipped_pools
 from .sampling import cycle, sample_images
 
 BASE_POOL_SEED = 97_531  # the pool is a property of the base model and its prompts, shared by every session
@@ -261,15 +261,21 @@ class LoraUpdater:
         """
         if self.config.distill_source == "current":
             return self.sample(self.config.distill_samples, seed)
+        return self.base_pool()
+
+    def base_pool(self) -> tuple[np.ndarray, list[str]]:
+        """``distill_samples`` base-model samples of the prompts (seeds from :data:`BASE_POOL_SEED`) and their
+        prompts: sampled once per machine, then from the cache (:mod:`.pools`)."""
         prompts = cycle(self.prompts, self.config.distill_samples)
         settings = {
             "steps": self.config.num_inference_steps,
             "guidance": self.config.guidance_scale,
             "size": self.image_size if self.denoiser.latent else None,
         }
-        key = pool_key(self.pipe, prompts, BASE_POOL_SEED, settings)
         images = cached_pool(
-            key, lambda: self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False)
+            pool_key(self.pipe, prompts, BASE_POOL_SEED, settings),
+            lambda: self._sample_images(prompts, BASE_POOL_SEED, show_progress=True, adapters=False),
+            shipped=shipped_pools(self.pipe),
         )
         return images, prompts
 

@@ -10,25 +10,34 @@ import numpy as np
 #: Kernel hyper-parameters are refitted every this many answers (the posterior uses every answer).
 REFIT_EVERY = 5
 
+#: Points per posterior call in ``utilities``. BoTorch's ``PairwiseGP.posterior`` always builds the joint
+#: covariance of its inputs and Cholesky-factors it (twice), although ``utilities`` reads only the mean: on the 4000
+#: options of ``bench queries``' test set that is ~3 s per answer, the whole curve. Each point's mean depends on that
+#: point alone, so chunks give the same means at O(n · chunk²) instead of O(n³).
+UTILITY_CHUNK = 256
+
 
 class BotorchPeer:
     """BoTorch PairwiseGP + analytic EUBO on the same pool (pairs only)."""
 
-    def __init__(self):
-        import torch  # noqa: F401  (imported here: only the peer needs botorch)
-        from botorch.acquisition.preference import AnalyticExpectedUtilityOfBestOption
+    def __init__(self, seed: int = 0) -> None:
+        """Seeds torch's global generator with ``seed``: when a hyper-parameter fit stops abnormally, BoTorch
+        restarts it from values drawn from the kernel's priors with that generator, which would otherwise make a
+        curve depend on the jobs a worker process ran before it."""
+        import torch  # imported here: only the peer needs botorch
         from botorch.fit import fit_gpytorch_mll
         from botorch.models.pairwise_gp import PairwiseGP, PairwiseLaplaceMarginalLogLikelihood
 
         self._classes = (PairwiseGP, PairwiseLaplaceMarginalLogLikelihood, fit_gpytorch_mll)
-        self._eubo = AnalyticExpectedUtilityOfBestOption
         self.model = None
+        torch.manual_seed(seed)
 
     def fit(self, points: np.ndarray | None, comparisons: list[tuple[int, int]]) -> None:
         """Laplace posterior on all comparisons; kernel hyper-parameters refitted every ``REFIT_EVERY`` answers.
 
-        (BoTorch's marginal-likelihood fit takes ~2 s per call on this CPU; refitting after every
-        answer would make the peer the whole benchmark. The posterior itself uses every answer.)
+        (BoTorch's marginal-likelihood fit takes ~0.25 s per call on one CPU thread over a 60-answer curve of
+        setting A; refitting after every answer would about triple the peer's ~8 s curve. The posterior itself
+        uses every answer.)
         """
         import copy
 
@@ -74,12 +83,23 @@ class BotorchPeer:
         return int(i[pick]), int(j[pick])
 
     def utilities(self, points: np.ndarray) -> np.ndarray:
+        """Posterior mean utility ``[n]`` of each of ``points`` ``[n, d]`` (zero under the prior), in chunks of
+        ``UTILITY_CHUNK`` points so no ``[n, n]`` covariance is built.
+
+        A chunk's covariance (which is not used) needs jitter when the chunk repeats a point, as setting B's
+        one-hot options often do; the warning BoTorch prints for that each time is silenced here.
+        """
+        import warnings
+
         import torch
+        from linear_operator.utils.warnings import NumericalWarning
 
         if self.model.datapoints is None:
             return np.zeros(len(points))
-        with torch.no_grad():
-            return self.model.posterior(torch.as_tensor(points)).mean.squeeze(-1).numpy()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumericalWarning)
+            means = [self.model.posterior(chunk).mean for chunk in torch.as_tensor(points).split(UTILITY_CHUNK)]
+        return torch.cat(means).squeeze(-1).numpy()
 
 
 def eubo_from_joint(mean: np.ndarray, cov: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
