@@ -1,21 +1,22 @@
-"""``edpbrl bench speed``: seconds per stage of the loop, before vs after the speed settings, in one run.
+"""``edpbrl bench speed``: seconds per stage of the loop, before vs after the speed work, in one run.
 
 Part 1, the embedded model: two rounds of the default loop (24 candidates, 10 questions answered by a
-simulated person, one LoRA update, 64 evaluation images) per seed, each seed in a fresh process (so its peak
-memory is its own), for
+simulated person, one LoRA update, 64 evaluation images) per seed, each seed and setting in a fresh process
+(so its peak memory is its own and nothing is cached in memory), for
 
-* ``before``: the update settings before the speed work (60 steps of batch 8, a check every 20 steps) and
-  no disk cache of the base pool, so every new session samples its pool again;
-* ``after``: today's defaults on a machine that never ran the loop (the pool is sampled once, then cached);
-* ``after-warm``: today's defaults once the pool is on disk (every later session on that machine).
+* ``before``: what a round cost before: a prompted batch (``"circle"``: two UNet passes per step, what an
+  empty prompt cost before guidance skipped it) and an empty disk cache, so the session's first update samples
+  its base pool (as every new session did);
+* ``after``: today's loop on a fresh install: the empty prompt (one pass per step) and the base pool shipped
+  with the embedded model.
 
-Both use the code as it is now: exact savings that are not settings (no guidance pass for an empty prompt,
-one batched training pass, re-scored early-stopping samples) are in both columns; the guidance one is timed
-on its own (``unconditional sampling``).
+The learning settings are the same in both. Savings that are code, not settings (one batched training pass,
+early-stopping samples re-scored instead of re-sampled) are in both columns, so the ratios understate the
+change. The guidance saving alone is timed too (``unconditional sampling``).
 
-Part 2, a Stable Diffusion 1.5-shaped pipeline with random weights on this CPU: the cost of one denoising
-step, one VAE decode and one LoRA training step at 512x512, and from them a projected round at SD's
-:data:`~edpbrl_plugin.tuning.updater.LATENT_DEFAULTS` (no GPU was used unless the environment says so).
+Part 2, a Stable Diffusion 1.5-shaped pipeline with random weights on this CPU: the cost of a UNet pass, a
+VAE decode and a LoRA training pass at 512x512, and from them a projected round at SD's
+:data:`~edpbrl_plugin.tuning.updater.LATENT_DEFAULTS` (on a GPU, run it there for that card's numbers).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import numpy as np
 
 from .common import environment, markdown_table, mean_ci, write_json
 
-#: The update settings before the speed work (issue 20), as :class:`UpdateConfig` overrides.
-BEFORE = {"steps": 60, "batch_size": 8, "learning_rate": 4e-3, "eval_every": 20}
-SETTINGS = ("before", "after", "after-warm")
+#: The prompt of each setting's loop: "circle" costs what the empty prompt cost before (a guided pass).
+PROMPTS = {"before": "circle", "after": ""}
+SETTINGS = tuple(PROMPTS)
 STAGES = ("sample", "encode", "select", "record", "refit", "update", "evaluate")
 CANDIDATES, QUESTIONS, EVAL_IMAGES = 24, 10, 64
 
@@ -57,10 +58,9 @@ def _rounds(setting: str, seed: int, cache: str, threads: int, rounds: int = 2) 
     torch.set_num_threads(threads)
     pipe, encoder = load_shapes_pipeline(), EmbeddedEncoder()
     person = make_user("blue-outline", seed=seed, judge=AttributeJudge(encoder))
-    config = UpdateConfig(seed=seed, **(BEFORE if setting == "before" else {}))
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "speed", encoder=encoder)
-        loop = PersonalizationLoop(session, pipe, config)
+        loop = PersonalizationLoop(session, pipe, UpdateConfig(seed=seed), [PROMPTS[setting]])
         per_round = []
         for round_ in range(rounds):
             seconds = {}
@@ -189,29 +189,23 @@ def run(out: Path, seeds: int = 5, repeat: int = 3, sd: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     runs = []
-    with tempfile.TemporaryDirectory() as warm:
-        for seed in range(seeds):
-            for setting in SETTINGS:
-                # before and after start from an empty cache (a fresh machine); after-warm shares one that the
-                # first after-warm run fills and every later seed finds filled
-                cache = warm if setting == "after-warm" else tempfile.mkdtemp(prefix="edpbrl-speed-")
-                if setting == "after-warm" and seed == 0:
-                    _in_child(context, _rounds, "after", seed, cache, threads, 1)  # fills the cache
+    for seed in range(seeds):
+        for setting in SETTINGS:
+            with tempfile.TemporaryDirectory() as cache:  # a machine that never ran the loop
                 record = _in_child(context, _rounds, setting, seed, cache, threads)
-                runs.append(record)
-                totals = ", ".join(f"{sum(r['seconds'].values()):.1f}" for r in record["rounds"])
-                updates = ", ".join(f"{r['seconds']['update']:.1f}" for r in record["rounds"])
-                print(
-                    f"{setting:10} seed {seed}: round seconds {totals}, update {updates}, "
-                    f"peak {record['peak_mb']:.0f} MB",
-                    flush=True,
-                )
-        unconditional = _in_child(context, _unconditional, threads, max(repeat, 5))
+            runs.append(record)
+            totals = ", ".join(f"{sum(r['seconds'].values()):.1f}" for r in record["rounds"])
+            updates = ", ".join(f"{r['seconds']['update']:.1f}" for r in record["rounds"])
+            print(
+                f"{setting:7} seed {seed}: round seconds {totals}, update {updates}, peak {record['peak_mb']:.0f} MB",
+                flush=True,
+            )
+    unconditional = _in_child(context, _unconditional, threads, max(repeat, 5))
     report = {
         "benchmark": "speed",
         "environment": environment(),
         "seeds": seeds,
-        "before_settings": BEFORE,
+        "prompts": PROMPTS,
         "runs": runs,
         "summary": summarise(runs),
         "unconditional_sampling": {k: mean_ci(v) for k, v in unconditional.items()},
@@ -247,7 +241,7 @@ def summarise(runs: list[dict]) -> dict:
                 for i in range(len(rows[0]["rounds"]))
             ],
         }
-    for setting in ("after", "after-warm"):
+    for setting in ("after",):
         if not by.get(setting) or not by.get("before"):
             continue
         summary[f"ratio before/{setting}"] = [
@@ -279,12 +273,12 @@ def format_report(report: dict) -> str:
     def cell(ci: dict) -> str:
         return f"{ci['mean']:.2f} [{ci['lo']:.2f}, {ci['hi']:.2f}]"
 
-    for i, title in enumerate(("round 1 (the session's first update)", "round 2")):
-        header = ["stage", *[s for s in SETTINGS if s in summary], "before/after", "before/after-warm"]
+    for i, title in enumerate(("round 1 (the session's first update: before, it sampled the base pool)", "round 2")):
+        header = ["stage (s)", *SETTINGS, "before/after"]
         rows = []
         for stage in (*STAGES, "total"):
-            row = [stage] + [cell(summary[s]["rounds"][i][stage]) for s in SETTINGS if s in summary]
-            row += [cell(summary[k][i][stage]) + "x" for k in ("ratio before/after", "ratio before/after-warm")]
+            row = [stage] + [cell(summary[s]["rounds"][i][stage]) for s in SETTINGS]
+            row.append(cell(summary["ratio before/after"][i][stage]) + "x")
             rows.append(row)
         lines += ["", title, markdown_table(header, rows)]
     lines.append(

@@ -83,7 +83,7 @@ class UpdateConfig:
     papa_c_base: float = 0.009
     unlikelihood_cap: float = 2.0
     epapa_min_timestep: int = 400
-    eval_every: int = 30
+    eval_every: int = 20
     eval_samples: int = 32
     early_stopping: bool = True
     patience: int = 2  # checks in a row whose reward is worse than the best by > tolerance standard errors
@@ -155,7 +155,7 @@ class UpdateReport:
         pool = f", distilled from ~{self.distill_ess:.0f} pool samples" if self.distill_ess is not None else ""
         return (
             f"{self.method}: {self.steps} steps on {self.n_pairs} pairs / {self.n_ratings} ratings{pool}{reward}, "
-            f"drift {self.drift:.4f}{stop}"
+            f"drift {self.drift:.4f}{stop}; {self.seconds:.1f} s"
         )
 
 
