@@ -180,10 +180,10 @@ def test_cold_start_update_begins_from_the_base_model_not_the_previous_adapter(s
         pairs=[PreferencePair(np.full((16, 16, 3), 0.9), np.full((16, 16, 3), 0.1))],
         check=lambda: states.append(adapter_state(sd.unet)),
     )
-    first, last = states[0], adapter_state(sd.unet)
-    lora_b = [k for k in first if "lora_B" in k]
+    first, trained = states[0], states[-1]  # the last check runs after the training steps (early stopping may
+    lora_b = [k for k in first if "lora_B" in k]  # then put the base adapter back)
     assert lora_b and all(float(first[k].abs().max()) == 0.0 for k in lora_b)
-    assert any(float(last[k].abs().max()) > 0.0 for k in lora_b)  # and then it trains
+    assert any(float(trained[k].abs().max()) > 0.0 for k in lora_b)  # and then it trains
 
 
 def test_kohya_export_uses_diffusers_module_paths_and_alpha_equal_to_lora_alpha(tmp_path):
