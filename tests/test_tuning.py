@@ -287,10 +287,14 @@ class Cancelled(Exception):
 
 
 @pytest.mark.parametrize("cancel_at", ["pool sampling", "optimizer step 2"])
-def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at):
+def test_cancel_ends_the_update_and_puts_the_adapter_back(cancel_at, tmp_path, monkeypatch):
     """ComfyUI's Cancel must reach the update while it samples (minutes on a CPU), not only between steps,
     and a cancelled update must leave the adapter as it was, so the pipeline still matches its version.
     The progress bar moves through the pool's denoising steps, then through the optimiser steps."""
+    from edpbrl_plugin.tuning import pools
+
+    monkeypatch.setenv("EDPBRL_CACHE", str(tmp_path))  # a machine that never sampled these pools
+    monkeypatch.setattr(pools, "_MEMORY", {})
     pipe = tiny_sd()
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
