@@ -13,6 +13,8 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from edpbrl_plugin.models.random_sd import sd15_scheduler
+
 
 def tokenizer() -> CLIPTokenizer:
     symbols = list(bytes_to_unicode().values())
@@ -50,14 +52,7 @@ def _vae() -> AutoencoderKL:
 
 
 def _scheduler() -> DDIMScheduler:
-    return DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    return sd15_scheduler()
 
 
 def sd15_shaped_unet() -> UNet2DConditionModel:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import environment, markdown_table, mean_ci, write_json
+from .common import environment, markdown_table, mean_ci, timed, write_json
 
 #: The prompt of each setting's loop: "circle" costs what the empty prompt cost before (a guided pass).
 PROMPTS = {"before": "circle", "after": ""}
@@ -138,22 +138,16 @@ def _sd_costs(threads: int, repeat: int) -> dict:
 
     with torch.no_grad():
         costs = {
-            "encode_prompt": _time(lambda: pipe.text_encoder(ids), repeat),
-            "unet_forward": _time(lambda: unet(latents, t, encoder_hidden_states=text), repeat),
-            "vae_decode": _time(lambda: vae.decode(latents), repeat),
+            "encode_prompt": _seconds(lambda: pipe.text_encoder(ids), repeat),
+            "unet_forward": _seconds(lambda: unet(latents, t, encoder_hidden_states=text), repeat),
+            "vae_decode": _seconds(lambda: vae.decode(latents), repeat),
         }
-    costs["unet_forward_backward"] = _time(forward_backward, repeat)
+    costs["unet_forward_backward"] = _seconds(forward_backward, repeat)
     return costs
 
 
-def _time(fn, repeat: int) -> list[float]:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def _seconds(fn, repeat: int) -> list[float]:
+    return timed(fn, repeat).tolist()
 
 
 def _project_sd(costs: dict) -> dict:

@@ -14,6 +14,18 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 
+def sd15_scheduler() -> DDIMScheduler:
+    """SD 1.5's DDIM scheduler configuration."""
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def random_sd15_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> StableDiffusionPipeline:
     """SD 1.5's UNet, VAE, CLIP text encoder and DDIM scheduler, randomly initialised (``seed``), in ``dtype``."""
     torch.manual_seed(seed)
@@ -55,14 +67,7 @@ def random_sd15_pipeline(seed: int = 0, dtype: torch.dtype = torch.float32) -> S
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd15_scheduler()
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
