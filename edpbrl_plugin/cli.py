@@ -103,6 +103,12 @@ def _add_bench(sub) -> None:
     embedded.add_argument("--seed", type=_seed, default=0)
     embedded.add_argument("--out", default="bench_results")
 
+    judge = which.add_parser("judge", help="validate the well-formedness judge on graded damage and base samples")
+    judge.add_argument("--samples", type=_count, default=128, help="renders per damage kind and severity")
+    judge.add_argument("--base-samples", type=_count, default=256)
+    judge.add_argument("--seed", type=_seed, default=0)
+    judge.add_argument("--out", default="bench_results")
+
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument(
@@ -222,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import embedded
 
             embedded.run(out, n_samples=args.samples, seed=args.seed)
+        elif args.bench == "judge":
+            from .bench import judge
+
+            judge.run(out, n=args.samples, base_samples=args.base_samples, seed=args.seed)
         elif args.bench == "align":
             from .bench import align
 

@@ -22,11 +22,13 @@ from .loop.loop import PersonalizationLoop
 from .loop.session import PersonalizationSession
 from .loop.versions import write_lora
 from .models.shapes import AttributeJudge, EmbeddedEncoder, load_shapes_pipeline
+from .simulate.evaluation import PROMPT_SEED, adherence, compare, random_prompts
 from .simulate.people import make_user
 from .simulate.terminal import TerminalAsker
 from .tuning.updater import UpdateConfig
 
 EVAL_SEED = 10_000
+PROMPTED_SAMPLES = 64
 
 
 def run_demo(
@@ -64,6 +66,8 @@ def run_demo(
 
     t = time.perf_counter()
     before = loop.images(eval_samples, EVAL_SEED)
+    prompts, wanted = random_prompts(PROMPTED_SAMPLES, PROMPT_SEED)
+    before_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts))
     timings["evaluate"] += time.perf_counter() - t
     save_grid(before[:64], out / "before.png", columns=8)
     # The base model's evaluation samples are held out (no question shows them): the reward model's accuracy
@@ -134,6 +138,10 @@ def run_demo(
     if after is None:  # no rounds
         after = before
     save_grid(after[:64], out / "after.png", columns=8)
+    t = time.perf_counter()
+    after_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts))
+    model = _model_report(person, judge, before, after, before_prompted, after_prompted, wanted)
+    timings["evaluate"] += time.perf_counter() - t
     paths = write_lora(
         pipe,
         out / "lora",
@@ -152,6 +160,7 @@ def run_demo(
         "share_preferred_before": person.share_preferred(before) if person else None,
         "share_preferred_after": person.share_preferred(after) if person else None,
         "expected_accuracy_on_pool": status["expected_accuracy"],
+        "model_before_after": model,
         "curve": curve,
         "updates": updates,
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()}
@@ -182,8 +191,45 @@ def run_demo(
             indent=1,
         )
     )
+    print(_format_model_report(model))
     print(f"wrote {out}/summary.json, before.png, after.png, learning_curve.png, lora/")
     return summary
+
+
+def _model_report(person, judge, before, after, before_prompted, after_prompted, wanted) -> dict:
+    """The base model and the personalized one on the same seeds: the person's win rate (a simulated person
+    only), well-formed rate and adherence to random prompts (judged, never shown to the loop)."""
+    base_labels, after_labels = judge(before), judge(after)
+    if person is None:
+        sides = {
+            "before": {"well_formed": float(base_labels["well_formed"].mean())},
+            "after": {"well_formed": float(after_labels["well_formed"].mean())},
+        }
+        for side, prompted in (("before", before_prompted), ("after", after_prompted)):
+            sides[side]["adherence"] = adherence(prompted, wanted)
+            sides[side]["well_formed_prompted"] = float(prompted["well_formed"].mean())
+        return sides
+    base = (before, base_labels)
+    return {
+        "before": compare(person.taste, base, base, before_prompted, wanted),
+        "after": compare(person.taste, (after, after_labels), base, after_prompted, wanted),
+    }
+
+
+def _format_model_report(model: dict) -> str:
+    before, after = model["before"], model["after"]
+    lines = ["the model, base -> personalized (same seeds; judged, never shown to the loop):"]
+    for key, label in (
+        ("share", "share you prefer"),
+        ("win_rate", "your win rate vs base"),
+        ("well_formed", "well formed"),
+        ("well_formed_prompted", "well formed (random prompts)"),
+    ):
+        if key in after:
+            lines.append(f"  {label:30} {before[key]:.2f} -> {after[key]:.2f}")
+    for name, value in after["adherence"].items():
+        lines.append(f"  {'prompt adherence: ' + name:30} {before['adherence'][name]:.2f} -> {value:.2f}")
+    return "\n".join(lines)
 
 
 def _plot_curve(curve: list[dict], path: Path) -> None:

@@ -71,7 +71,7 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
 
     def run_loop(bench, user, seed, *sizes, **settings):
         calls[user] = settings
-        return {"curve": [], "updates": [], "before": [], "after": []}
+        return {"curve": [], "updates": [], "before": [], "after": [], "quality": {}, "base_quality": {}}
 
     monkeypatch.setattr(align, "run_loop", run_loop)
     settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4, "update": {}, "threads": 1}
@@ -80,7 +80,8 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
     configs = {user: settings.pop("config") for user, settings in calls.items()}
     assert calls["ours"] == {} and calls["random"] == {"strategy": "random"}
     assert calls["ours-fresh"] == {"base_share": 0.5} and calls["ours-k4"] == {"k": 4}
-    assert [configs[m].warm_start for m in align.OURS_METHODS] == [True, True, False, True]
+    assert calls["ours-check"] == {"checks": 2}
+    assert [configs[m].warm_start for m in align.OURS_METHODS] == [True, True, False, True, True]
     assert all(c.seed == 0 and c.method == "default" for c in configs.values())
 
 

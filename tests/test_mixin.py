@@ -153,3 +153,35 @@ def test_papas_like_dislike_loop_is_a_setting_of_the_one_loop(tmp_path):
     assert set(done.seconds) == {"sample", "select", "answer", "update"}
     # The same seeds give the same images whether sampled as candidates or for evaluation.
     np.testing.assert_allclose(loop.images(3, seed=0), loop.sample(3, seed=0)[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("verdict", ["base", "tuned"])
+def test_a_checked_update_the_person_does_not_prefer_is_rolled_back(tmp_path, verdict):
+    """checks = 1: after the update the person compares the tuned and the base sample of one seed; losing rolls the
+    adapter back (and saves that as a version), winning keeps it. The check never trains the reward model."""
+    from edpbrl_plugin import PersonalizationLoop, PersonalizationSession
+    from edpbrl_plugin.tuning.adapters import adapter_state
+
+    pipe = tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    session = PersonalizationSession(tmp_path / "c.db", "check")
+    loop = PersonalizationLoop(session, pipe, FAST, ["x"], num_inference_steps=2, guidance_scale=1.0, checks=1)
+    checks = []
+    make_check = session.check_query
+    session.check_query = lambda t, b, first: checks.append(first) or make_check(t, b, first)
+
+    def answer(images):
+        if not checks:
+            return 0  # the designed questions
+        tuned_first = checks[-1]
+        return int(tuned_first) if verdict == "base" else int(not tuned_first)
+
+    before = {k: v.clone() for k, v in adapter_state(loop.updater.unet).items()}
+    done = loop.run_round(answer, 4, 3, seed=0)
+    assert len(done.answers) == 3 and done.report.changed and done.check.win_rate == (verdict == "tuned")
+    after = adapter_state(pipe.unet)
+    unchanged = all(torch.equal(before[k], after[k]) for k in before)
+    assert done.check.rolled_back == (verdict == "base") == unchanged
+    assert (done.check.version is not None) == (verdict == "base")
+    assert session.model.n_answers_ == 2  # the two designed answers; the check is not a reward-model answer
+    assert "check" in done.seconds

@@ -15,8 +15,11 @@ Simulated users with hidden attribute tastes judge what they see (encoder + pixe
   the base pull, learning rate from a small grid (every grid point is run and reported).
 
 One pair answer = one like/dislike label = one action. "Share preferred" = the fraction of fresh
-samples (fixed evaluation seeds) carrying every liked value and no disliked one, judged by the
-encoder and pixels, never by the learned reward. Runs are resumable (``align_runs.jsonl``).
+samples (fixed evaluation seeds) that are well formed and carry every liked value and no disliked one,
+judged by the encoder, pixels and the form judge, never by the learned reward. After the last round each
+run's model is also measured against the base model (:mod:`~edpbrl_plugin.simulate.evaluation`): win rate
+on paired samples, well-formed rate, prompt adherence, variety of what the user is indifferent to, and
+fidelity. Runs are resumable (``align_runs.jsonl``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..loop.loop import PersonalizationLoop
 from ..loop.session import PersonalizationSession
 from ..models.shapes import AttributeJudge, EmbeddedEncoder
 from ..models.shapes.weights import load_pipeline
+from ..simulate.evaluation import PROMPT_SEED, Reference, compare, random_prompts
 from ..simulate.people import USER_PRESETS, make_user
 from ..tuning.updater import UpdateConfig
 from .common import environment, mean_ci, write_json
@@ -54,18 +58,37 @@ OURS_METHODS: dict[str, dict] = {
     "random": {"strategy": "random"},
     "ours-fresh": {"base_share": 0.5, "update": {"warm_start": False}},
     "ours-k4": {"k": 4},
+    "ours-check": {"checks": 2},
 }
 
 
 class Bench:
     """Shared state of one benchmark process: encoder, judge and evaluation settings."""
 
-    def __init__(self, eval_samples: int = 64, prompt: str = ""):
+    def __init__(self, eval_samples: int = 64, prompt: str = "", prompted_samples: int = 64):
         self.encoder = EmbeddedEncoder()
         self.judge = AttributeJudge(self.encoder)
         self.eval_samples = eval_samples
         self.prompt = prompt
+        self.prompts, self.wanted = random_prompts(prompted_samples, PROMPT_SEED)
         self._base: dict[int, tuple[dict, np.ndarray]] = {}  # judged base samples, by EPAPA's min timestep
+        self._base_prompted: dict[int, dict] = {}
+        self._reference: Reference | None = None
+
+    def quality(self, loop: PersonalizationLoop, user, images: np.ndarray) -> tuple[dict, dict]:
+        """The tuned model (whose evaluation samples are ``images``) and the base model, side by side."""
+        if self._reference is None:
+            self._reference = Reference.sample(loop.pipe, self.judge)
+        base_labels, base_images = self._base[loop.min_timestep]
+        if loop.min_timestep not in self._base_prompted:
+            raise RuntimeError("Bench.quality needs the base model's prompted samples: call it with base=True first")
+        prompted = self.judge(loop.images(len(self.prompts), PROMPT_SEED, self.prompts))
+        base = (base_images, base_labels)
+        tuned = compare(user.taste, (images, self.judge(images)), base, prompted, self.wanted, self._reference)
+        base_side = compare(
+            user.taste, base, base, self._base_prompted[loop.min_timestep], self.wanted, self._reference
+        )
+        return tuned, base_side
 
     def evaluate(self, loop: PersonalizationLoop, user, base: bool = False) -> tuple[dict, np.ndarray]:
         """Share preferred and mean utility of the loop's model on the fixed evaluation seeds (the same sampler
@@ -81,6 +104,8 @@ class Bench:
             labels = self.judge(images)
             if base:
                 self._base[loop.min_timestep] = labels, images
+                prompted = loop.images(len(self.prompts), PROMPT_SEED, self.prompts)
+                self._base_prompted[loop.min_timestep] = self.judge(prompted)
         return {
             "share": float(user.taste.preferred(labels).mean()),
             "utility": float(user.taste.utility(labels).mean()),
@@ -98,6 +123,7 @@ def run_loop(
     k: int = 2,
     strategy: str = "d_optimal",
     base_share: float = 0.0,
+    checks: int = 0,
 ) -> dict:
     """One run of the loop until ``budget`` human actions: our variants (K-way questions on ``candidates``
     fresh samples a round) and PAPA's (k = 1: like / dislike each of ``per_round`` fresh samples)."""
@@ -106,7 +132,14 @@ def run_loop(
     with tempfile.TemporaryDirectory() as tmp:
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
         loop = PersonalizationLoop(
-            session, load_pipeline(), config, [bench.prompt], k=k, strategy=strategy, base_share=base_share
+            session,
+            load_pipeline(),
+            config,
+            [bench.prompt],
+            k=k,
+            strategy=strategy,
+            base_share=base_share,
+            checks=checks,
         )
         point, images = bench.evaluate(loop, user, base=True)
         curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
@@ -125,11 +158,21 @@ def run_loop(
                     "seconds": report.seconds,
                     "drift": report.drift,
                     "stopped": report.stopped,
+                    "check_win_rate": None if done.check is None else done.check.win_rate,
+                    "rolled_back": done.check is not None and done.check.rolled_back,
                 }
             )
             point, images = bench.evaluate(loop, user)
             curve.append({"actions": actions, **point, "drift": report.drift})
-    return {"curve": curve, "updates": updates, "before": first_images, "after": images}
+        quality, base_quality = bench.quality(loop, user, images)
+    return {
+        "curve": curve,
+        "updates": updates,
+        "before": first_images,
+        "after": images,
+        "quality": quality,
+        "base_quality": base_quality,
+    }
 
 
 def papa_config(seed: int, learning_rate: float) -> UpdateConfig:
@@ -177,6 +220,8 @@ def _run_job(job: tuple) -> dict:
         "updates": result["updates"],
         "seconds": time.perf_counter() - start,
         "update": settings["update"],
+        "quality": result["quality"],
+        "base_quality": result["base_quality"],
         "before": result["before"][:32],
         "after": result["after"][:32],
     }
@@ -303,6 +348,39 @@ def _keep(record: dict, out: Path) -> None:
     )
 
 
+def format_quality(quality: dict) -> str:
+    """One block per method: each final model number, tuned vs base (mean [95% interval] over seeds)."""
+
+    def cell(entry: dict, key: str | None = None) -> str:
+        value = entry if key is None else {k: entry[k] for k in ("mean", "lo", "hi")}
+        return f"{value['mean']:.2f} [{value['lo']:.2f}, {value['hi']:.2f}]"
+
+    lines = []
+    for key, label in (
+        ("win_rate", "win rate vs base"),
+        ("well_formed", "well formed"),
+        ("well_formed_prompted", "well formed (prompted)"),
+        ("fidelity", "fidelity (Fréchet)"),
+    ):
+        entry = quality.get(key)
+        if entry:
+            lines.append(f"{label} {cell(entry['quality'])} (base {entry['base_quality']['mean']:.2f})")
+    floor = quality.get("fidelity_floor")
+    if floor:
+        lines[-1] += f", floor {floor['quality']['mean']:.2f}"
+    for key, label in (("adherence", "adherence"), ("variety", "variety TV")):
+        entry = quality.get(key)
+        if entry:
+            parts = [
+                f"{name} {cell(value)}"
+                + (f" (base {entry['base_quality'][name]['mean']:.2f})" if key == "adherence" else "")
+                for name, value in entry["quality"].items()
+            ]
+            lines.append(f"{label}: " + ", ".join(parts))
+    lines.append(f"runs with win rate < 0.5: {quality['win_rate_below_half']}")
+    return "\n".join("               " + line for line in lines)
+
+
 def format_comparison(summary: dict, baseline: dict) -> str:
     """Final share per user and method beside the baseline's, and whether the new mean is inside (or above)
     the baseline's 95% interval."""
@@ -360,7 +438,10 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
                 "utility": mean_ci(utility),
                 "drift": mean_ci(drift),
                 "seconds_per_update": float(np.mean(update_seconds)),
+                "below_base": int(sum(r["curve"][-1]["share"] < r["curve"][0]["share"] for r in rows)),
             }
+            if all("quality" in r for r in rows):
+                per_method[method]["quality"] = summarise_quality(rows)
         papa = {m: v for m, v in per_method.items() if m.startswith("papa")}
         if papa:
             best = max(papa, key=lambda m: papa[m]["share"]["mean"][-1])
@@ -382,6 +463,27 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
                     ours_actions_to_papa_peak=first(peak),
                 )
         summary[user] = per_method
+    return summary
+
+
+def summarise_quality(rows: list[dict]) -> dict:
+    """Mean and 95% interval over seeds of each final model number, the base model's beside it."""
+
+    def scalars(key: str) -> dict:
+        out = {}
+        for side in ("quality", "base_quality"):
+            values = [r[side].get(key) for r in rows]
+            if any(v is None for v in values):
+                return {}
+            if isinstance(values[0], dict):
+                out[side] = {k: mean_ci([v[k] for v in values]) for k in values[0]}
+            else:
+                out[side] = mean_ci(values)
+        return out
+
+    keys = ("share", "well_formed", "well_formed_prompted", "win_rate", "fidelity", "fidelity_floor")
+    summary = {key: scalars(key) for key in keys + ("adherence", "variety")}
+    summary["win_rate_below_half"] = int(sum(r["quality"]["win_rate"] < 0.5 for r in rows))
     return summary
 
 
@@ -437,8 +539,11 @@ def format_table(summary: dict) -> str:
             )
             lines.append(
                 f"  {method:12} share by actions  {points}  (drift {data['drift']['mean'][-1]:.3f}, "
-                f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds)"
+                f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds, "
+                f"{data['below_base']} ending below the base share)"
             )
+            if "quality" in data:
+                lines.append(format_quality(data["quality"]))
         if "papa_final_share" in methods:
             lines.append(
                 f"  PAPA best ({methods['papa_best']}) reaches {methods['papa_final_share']:.2f} at {methods['papa_budget']} actions; "

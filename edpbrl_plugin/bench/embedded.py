@@ -23,30 +23,18 @@ from ..models.shapes.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from ..models.shapes.shapes import ATTRIBUTES, measure_background, measure_hue, render_batch
 from ..models.shapes.train import sample_grid_prompts
 from ..models.shapes.weights import load_pipeline
+from ..simulate.evaluation import JUDGED, random_prompts
 from ..tuning.sampling import sample_images
 from .common import environment, markdown_table, timed, write_json
 
 TARGETS = {"hue": 0.90, "fill": 0.90, "background": 0.90, "shape": 0.80}
 ENCODER_BAR = 0.97
-JUDGED = ("shape", "hue", "fill", "background")
 
 
 def encoder_accuracy(encoder: EmbeddedEncoder, n: int = 4000, seed: int = 424242) -> dict[str, float]:
     images, labels = render_batch(n, seed)
     predicted = encoder.predict_attributes(images)
     return {name: float((predicted[name] == labels[name]).mean()) for name in ATTRIBUTES}
-
-
-def random_prompts(n: int, seed: int) -> tuple[list[str], list[dict[str, int]]]:
-    rng = np.random.default_rng(seed)
-    prompts, wanted = [], []
-    for _ in range(n):
-        chosen = {name: int(rng.integers(len(ATTRIBUTES[name]))) for name in JUDGED if rng.random() < 0.75}
-        words = [ATTRIBUTES[name][i] for name, i in chosen.items()]
-        rng.shuffle(words)
-        prompts.append(" ".join(words))
-        wanted.append(chosen)
-    return prompts, wanted
 
 
 def adherence(pipe, encoder: EmbeddedEncoder, n_samples: int, seed: int) -> tuple[dict, np.ndarray, list[str]]:

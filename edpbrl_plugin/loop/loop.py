@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..storage.store import AnswerRecord, LoraVersion, QueryRecord
+from ..tuning.adapters import adapter_state, load_adapter_state
 from ..tuning.sampling import cycle, sample_images
 from ..tuning.updater import LoraUpdater, UpdateConfig, UpdateReport
 from .session import Candidates, PersonalizationSession
@@ -28,8 +29,21 @@ Asker = Callable[[np.ndarray], object]
 
 
 @dataclass
+class Check:
+    """The person's verdict on an update: check questions (the tuned and the base model's sample of one seed),
+    the tuned model's win rate on them (None: no scoring answer) and whether the update was rolled back."""
+
+    questions: list[QueryRecord]
+    answers: list[AnswerRecord]
+    win_rate: float | None
+    rolled_back: bool
+    version: LoraVersion | None = None  # the version saved by a rollback
+
+
+@dataclass
 class Round:
-    """What one :meth:`PersonalizationLoop.run_round` did, with the seconds each stage took."""
+    """What one :meth:`PersonalizationLoop.run_round` did, with the seconds each stage took. ``questions`` and
+    ``answers`` include the check's."""
 
     candidates: Candidates
     questions: list[QueryRecord]
@@ -37,6 +51,7 @@ class Round:
     report: UpdateReport
     version: LoraVersion | None
     seconds: dict[str, float] = field(default_factory=dict)
+    check: Check | None = None
 
 
 class PersonalizationLoop:
@@ -53,6 +68,8 @@ class PersonalizationLoop:
         base_share: fraction of each batch (its first seeds) sampled from the base model (adapter off), so
             questions keep showing what the base makes after an update lost it.
         num_inference_steps, guidance_scale: sampling settings (None: the pipeline's defaults).
+        checks: questions of each round spent on checking its update (:meth:`check`): the person compares the
+            tuned and the base model's sample of one seed; an update the person does not prefer is rolled back.
     """
 
     def __init__(
@@ -66,7 +83,10 @@ class PersonalizationLoop:
         base_share: float = 0.0,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        checks: int = 0,
     ):
+        if isinstance(checks, bool) or not isinstance(checks, int) or checks < 0:
+            raise ValueError(f"checks must be a whole number >= 0 (questions per round), got {checks!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an integer >= 1 (options per question; 1 = like/dislike), got {k!r}")
         if not 0.0 <= base_share <= 1.0:
@@ -79,6 +99,7 @@ class PersonalizationLoop:
         self.strategy = strategy
         self.base_share = base_share
         self.sampling = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+        self.checks = checks
         self._updater: LoraUpdater | None = None
 
     @property
@@ -248,6 +269,35 @@ class PersonalizationLoop:
             min_timestep=self.min_timestep,
         )
 
+    def check(self, answer: Asker, n: int, seed: int, before: dict | None) -> Check:
+        """Ask ``n`` check questions, each the tuned and the base model's sample of one seed and prompt (in a random
+        order), and roll the adapter back to ``before`` (its state before the update being checked) when the
+        person does not prefer the tuned model: a win rate below ½, ties counting half.
+
+        Only the person's answers decide, so the check sees what they see (a broken image, a lost shape) even
+        where the reward model's features cannot; its answers also train later updates (DPO pairs).
+        """
+        tuned, _ = self.sample(n, seed, base_share=0.0)
+        base, _ = self.sample(n, seed, base_share=1.0)
+        order = np.random.default_rng(seed).random(n) < 0.5
+        questions = [self.session.check_query(t, b, first) for t, b, first in zip(tuned.ids, base.ids, order)]
+        records = [self.record(q.id, answer(self.session.question_images(q.id))) for q in questions]
+        win_rate = self.session.check_win_rate({q.id for q in questions})
+        rolled_back = before is not None and win_rate is not None and win_rate < 0.5
+        version = None
+        if rolled_back:
+            load_adapter_state(self.pipe.unet, before)
+            version = save_version(
+                self.pipe,
+                self.session.store,
+                self.session.session,
+                "rollback",
+                self.session.model.n_answers_,
+                None,
+                {"method": "rollback", "check_win_rate": win_rate},
+            )
+        return Check(questions, records, win_rate, rolled_back, version)
+
     # ------------------------------------------------------------------ a whole round
     def run_round(
         self,
@@ -259,7 +309,10 @@ class PersonalizationLoop:
         progress: bool = False,
     ) -> Round:
         """Sample ``n_candidates``, ask ``n_questions`` about them, record what ``answer`` says to each (a person
-        at a prompt, or a simulated one), then update the LoRA."""
+        at a prompt, or a simulated one), then update the LoRA. With ``checks``, that many of the ``n_questions``
+        check the update afterwards (and may roll it back)."""
+        n_checks = min(self.checks, max(n_questions - 1, 0))
+        n_questions -= n_checks
         seconds = {}
         start = time.perf_counter()
         candidates, _ = self.sample(n_candidates, seed)
@@ -277,6 +330,13 @@ class PersonalizationLoop:
             )
             seconds["answer"] += time.perf_counter() - start
         start = time.perf_counter()
+        before = adapter_state(self.updater.unet) if n_checks else None  # the updater adds the adapter if missing
         report, version = self.update(progress=progress)
         seconds["update"] = time.perf_counter() - start
-        return Round(candidates, questions, records, report, version, seconds)
+        check = None
+        if n_checks and report.changed:
+            start = time.perf_counter()
+            check = self.check(answer, n_checks, seed + n_candidates, before)
+            questions, records = questions + check.questions, records + check.answers
+            seconds["check"] = time.perf_counter() - start
+        return Round(candidates, questions, records, report, version, seconds, check)

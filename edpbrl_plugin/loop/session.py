@@ -26,6 +26,9 @@ from ..querying.design import PromptDesign, WordSlots
 from ..querying.strategies import DEFAULT_STRATEGY, Query, make_strategy
 from ..storage.store import AnswerRecord, PreferenceStore, QueryRecord, StoreError
 
+#: The strategy name of check questions (:meth:`PersonalizationSession.check_query`).
+CHECK = "base_check"
+
 
 def _mentions(prompt: str, phrase: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", prompt) is not None
@@ -135,7 +138,9 @@ class PersonalizationSession:
             return self._model
 
     def _model_data(self):
-        answers = [a for a in self.store.answers(self.session)]
+        # A check (tuned vs base sample of one seed) is lost for being broken as often as for the taste, which the
+        # features cannot see: it trains the LoRA (DPO) and decides rollbacks, never the reward model.
+        answers = [a for a in self.store.answers(self.session) if self.store.get_query(a.query).strategy != CHECK]
         ids = sorted({c for a in answers for c in a.candidates})
         _, features = self.store.candidate_features(self.session, ids) if ids else ([], np.zeros((0, self.encoder.dim)))
         row_of = {c: i for i, c in enumerate(ids)}
@@ -238,6 +243,25 @@ class PersonalizationSession:
         design = PromptDesign(k=k, budget=budget).fit(slots, prior)
         episodes = design.sample(n_queries, rng=seed)
         return [[slots.prompt(episode[q], base_prompt) for q in range(k)] for episode in episodes], design
+
+    def check_query(self, tuned_id: int, base_id: int, tuned_first: bool) -> QueryRecord:
+        """Queue a check: the tuned model's and the base model's sample of one seed and prompt, side by side."""
+        ids = [tuned_id, base_id] if tuned_first else [base_id, tuned_id]
+        return self.store.add_query(self.session, ids, strategy=CHECK)
+
+    def check_win_rate(self, query_ids: Sequence[int]) -> float | None:
+        """The tuned model's score on answered checks: a win 1, a tie or "both bad" ½, a loss 0 (skips left out);
+        None when no check has an answer that scores."""
+        scores = []
+        for answer in self.store.answers(self.session):
+            if answer.query not in query_ids or answer.choice == vocabulary.SKIP:
+                continue
+            if answer.choice in (vocabulary.TIE, vocabulary.BOTH_BAD):
+                scores.append(0.5)
+            else:
+                tuned = self.store.candidates(self.session, [answer.candidates[int(answer.choice)]])[0]
+                scores.append(0.0 if tuned.generator.get("base_share") else 1.0)
+        return float(np.mean(scores)) if scores else None
 
     def designed_query(self, candidate_ids: Sequence[int]) -> QueryRecord:
         """Queue one question over candidates sampled from designed prompts (ED-PBRL)."""

@@ -29,7 +29,8 @@ class ImageUser:
         return self.taste.utility(self.judge(images))
 
     def answer(self, images) -> int | str:
-        """Choose among the options (``[K, H, W, 3]``): an index, "tie" or "skip" per the teacher."""
+        """Choose among the options (``[K, H, W, 3]``): an index, "tie", "skip" or "both_bad" (every option
+        broken) per the teacher. A broken option is never chosen."""
         return self.teacher.choose(self.utility(images), self.rng)
 
     def rate(self, images) -> list[str]:
@@ -43,17 +44,25 @@ class ImageUser:
         return float(self.taste.preferred(self.judge(images)).mean())
 
 
-#: Named users for the demo and benchmarks (``edpbrl demo --user blue-outline``). The standard users
+#: Named users for the demo and benchmarks (``edpbrl demo --user blue-outline``). The careful users
 #: answer "tie" when two options are equally good to them (B-Pref's "equal" teacher, |Δu| < 0.5);
-#: the noisy (β = 0.5) and mistake-prone (20% flipped) teachers never tie.
+#: the noisy (β = 0.5), mistake-prone (20% flipped) and decisive (β = 8, a rationality the learner is
+#: not told) teachers never tie; the hurried one skips a fifth of the questions. Every one of them
+#: dislikes broken images. The rare tastes are at most 3% of the base model's samples.
 _CAREFUL = Teacher(beta=2.0, equal=0.5)
 USER_PRESETS: dict[str, tuple[AttributeTaste, Teacher]] = {
     "blue": (AttributeTaste(likes=("blue",)), _CAREFUL),
     "blue-outline": (AttributeTaste(likes=("blue", "outline")), _CAREFUL),
     "star-not-black": (AttributeTaste(likes=("star",), dislikes=("black",)), _CAREFUL),
+    "not-red": (AttributeTaste(dislikes=("red",)), _CAREFUL),
     "red-circle": (AttributeTaste(likes=("red", "circle")), _CAREFUL),
     "noisy-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=0.5)),
     "mistaken-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=2.0, mistake=0.2)),
+    "hurried-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=2.0, equal=0.5, skip_rate=0.2)),
+    "decisive-blue": (AttributeTaste(likes=("blue",)), Teacher(beta=8.0)),
+    "yellow-star": (AttributeTaste(likes=("yellow", "star")), _CAREFUL),
+    "pink-square": (AttributeTaste(likes=("pink", "square")), _CAREFUL),
+    "green-outline-triangle": (AttributeTaste(likes=("green", "outline", "triangle")), _CAREFUL),
 }
 
 

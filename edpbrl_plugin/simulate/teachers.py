@@ -3,7 +3,9 @@
 A user is a function of what it sees (features of the shown options), never of generator internals,
 so a simulated user and a person answer through the same path. Teachers follow B-Pref: oracle
 (β = ∞), noisy (MNL with rationality β), mistake (flip with probability ε), skip (when every option
-is bad), equal (tie when |Δu| < δ) and myopic (later prompt slots weigh more).
+is bad), equal (tie when |Δu| < δ) and myopic (later prompt slots weigh more). An option whose utility is
+−inf (a broken image) is never chosen or liked, by any teacher, noisy or mistaken: a question whose options
+are all broken is answered "both bad".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..learning.answers import DISLIKE, LIKE, SKIP, TIE
+from ..learning.answers import BOTH_BAD, DISLIKE, LIKE, SKIP, TIE
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Teacher:
         skip_below: skip when every option's utility is below this (``None``: never skip).
         equal: δ, answer "tie" on pairs whose utilities differ by less than δ.
         myopic: γ in (0, 1]; slot h of H weighs γ^(H−1−h) (needs per-slot features).
+        skip_rate: probability of answering "skip" to a question whatever its options (a hurried person).
     """
 
     beta: float = 1.0
@@ -33,18 +36,26 @@ class Teacher:
     skip_below: float | None = None
     equal: float = 0.0
     myopic: float = 1.0
+    skip_rate: float = 0.0
 
     def __post_init__(self):
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0 (use float('inf') for an oracle), got {self.beta}")
         if not 0 <= self.mistake <= 1:
             raise ValueError(f"mistake must be a probability in [0, 1], got {self.mistake}")
+        if not 0 <= self.skip_rate < 1:
+            raise ValueError(f"skip_rate must be a probability in [0, 1), got {self.skip_rate}")
         if self.equal < 0 or not 0 < self.myopic <= 1:
             raise ValueError("equal must be >= 0 and myopic in (0, 1]")
 
     def choose(self, utilities: np.ndarray, rng: np.random.Generator) -> int | str:
         """Answer a K-way question from the options' utilities ``[K]``."""
         u = np.asarray(utilities, dtype=np.float64)
+        usable = u > -np.inf
+        if self.skip_rate and rng.random() < self.skip_rate:
+            return SKIP
+        if not usable.any():
+            return BOTH_BAD
         if self.skip_below is not None and u.max() < self.skip_below:
             return SKIP
         if len(u) == 2 and abs(u[0] - u[1]) < self.equal:
@@ -55,12 +66,15 @@ class Teacher:
         else:
             p = np.exp(self.beta * (u - u.max()))
             choice = int(rng.choice(len(u), p=p / p.sum()))
-        if self.mistake and rng.random() < self.mistake:
-            choice = int(rng.choice(np.delete(np.arange(len(u)), choice)))
+        others = np.flatnonzero(usable & (np.arange(len(u)) != choice))
+        if self.mistake and len(others) and rng.random() < self.mistake:
+            choice = int(rng.choice(others))
         return choice
 
     def rate(self, utility: float, threshold: float, rng: np.random.Generator) -> str:
         """Like / dislike one option: P(like) = σ(β (u − threshold)), flipped with probability ε."""
+        if utility == -np.inf:
+            return DISLIKE
         if np.isinf(self.beta):
             like = utility > threshold
         else:

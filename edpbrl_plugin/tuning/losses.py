@@ -16,13 +16,17 @@ def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (prediction.float() - target.float()).pow(2).mean(dim=tuple(range(1, prediction.ndim)))
 
 
-def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Diffusion-DPO: −log σ(−½β[(e_w − e_l) − (e_w^ref − e_l^ref)]) on per-pair denoising errors.
+def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float, positive: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO: −log σ(−½β[(e_w − e_l) − (e_w^ref − e_l^ref) + λ·max(0, e_w − e_w^ref)]) on per-pair
+    denoising errors.
 
+    Plain DPO (λ = 0) only asks the winner to gain on the loser, so it can also make the winner worse than
+    the base model does, as long as the loser gets worse faster: that is how images melt. λ > 0 (DPO-Positive,
+    Pal et al. 2024) charges every rise of the winner's error above the reference's.
     Returns (mean loss, implicit accuracy: the fraction of pairs the tuned model already prefers).
     log 2 when model = reference; its gradient vanishes only when winner and loser coincide.
     """
-    inside = -0.5 * beta * ((model_w - model_l) - (ref_w - ref_l))
+    inside = -0.5 * beta * ((model_w - model_l) - (ref_w - ref_l) + positive * (model_w - ref_w).clamp_min(0.0))
     return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
 
 

@@ -72,6 +72,7 @@ class UpdateConfig:
     steps: int = 60
     batch_size: int = 8
     dpo_beta: float = 2000.0
+    dpo_positive: float = 0.0  # λ of DPO-Positive: how much a rise of a winner's denoising error costs
     distill_samples: int = 256
     distill_source: str = "base"  # "base": a cached pool of base-model samples; "current": fresh samples each update
     distill_temperature: float = 0.5  # τ as a fraction of the rewards' standard deviation
@@ -322,7 +323,14 @@ class LoraUpdater:
                 ref = self._errors(*batches["dpo"])
             loss = (
                 loss
-                + dpo_loss(errors["dpo"][:half], errors["dpo"][half:], ref[:half], ref[half:], self.config.dpo_beta)[0]
+                + dpo_loss(
+                    errors["dpo"][:half],
+                    errors["dpo"][half:],
+                    ref[:half],
+                    ref[half:],
+                    self.config.dpo_beta,
+                    self.config.dpo_positive,
+                )[0]
             )
         if "distill" in batches:
             loss = loss + self.config.distill_weight * errors["distill"].mean()
