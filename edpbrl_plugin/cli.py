@@ -109,6 +109,17 @@ def _add_bench(sub) -> None:
     judge.add_argument("--seed", type=_seed, default=0)
     judge.add_argument("--out", default="bench_results")
 
+    update = which.add_parser("update", help="one update on the same answers under several update settings")
+    update.add_argument("--users", default="blue-outline,mistaken-blue")
+    update.add_argument("--seeds", type=_count, default=1)
+    update.add_argument("--rounds", type=_count, default=3, help="rounds of 10 answers before the update")
+    update.add_argument(
+        "--settings",
+        default="default;method=dpo;dpo_positive=30,method=dpo",
+        help="';'-separated UpdateConfig overrides, each 'default' or key=value[,key=value]",
+    )
+    update.add_argument("--out", default="bench_results/update")
+
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument(
@@ -232,6 +243,18 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import judge
 
             judge.run(out, n=args.samples, base_samples=args.base_samples, seed=args.seed)
+        elif args.bench == "update":
+            from .bench import update
+            from .simulate.people import USER_PRESETS
+
+            users = _names(args.users, list(USER_PRESETS), "simulated user", parser)
+            settings = [t.strip() for t in args.settings.split(";")]
+            for text in settings:
+                try:
+                    update.parse_setting(text)
+                except (ValueError, TypeError) as error:
+                    parser.error(f"--settings: {error}")
+            update.run(out, users, args.seeds, settings, rounds=args.rounds)
         elif args.bench == "align":
             from .bench import align
 

@@ -20,6 +20,8 @@ from edpbrl_plugin.cli import main
         (["bench", "align", "--users", "blue,nobody"], "unknown simulated user nobody"),
         (["bench", "queries", "--strategies", "nope"], "unknown strategy nope; choose from"),
         (["bench", "queries", "--settings", "Z"], "unknown setting Z; choose from A, B"),
+        (["bench", "update", "--settings", "default;bogus=1"], "--settings: bad update setting 'bogus=1'"),
+        (["bench", "update", "--settings", "steps=0"], "--settings: steps and batch_size must be >= 1"),
     ],
 )
 def test_a_bad_argument_value_exits_2_with_one_error_line(argv, message, capsys, tmp_path, monkeypatch):

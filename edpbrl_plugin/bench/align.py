@@ -106,9 +106,11 @@ class Bench:
                 self._base[loop.min_timestep] = labels, images
                 prompted = loop.images(len(self.prompts), PROMPT_SEED, self.prompts)
                 self._base_prompted[loop.min_timestep] = self.judge(prompted)
+        taste = user.taste
+        broken = -taste.weight * (len(taste.likes) + len(taste.dislikes) + 1)  # below any well-formed image
         return {
-            "share": float(user.taste.preferred(labels).mean()),
-            "utility": float(user.taste.utility(labels).mean()),
+            "share": float(taste.preferred(labels).mean()),
+            "utility": float(np.maximum(taste.utility(labels), broken).mean()),
         }, images
 
 
@@ -124,9 +126,11 @@ def run_loop(
     strategy: str = "d_optimal",
     base_share: float = 0.0,
     checks: int = 0,
+    quality: bool = True,
 ) -> dict:
     """One run of the loop until ``budget`` human actions: our variants (K-way questions on ``candidates``
-    fresh samples a round) and PAPA's (k = 1: like / dislike each of ``per_round`` fresh samples)."""
+    fresh samples a round) and PAPA's (k = 1: like / dislike each of ``per_round`` fresh samples). ``quality``:
+    measure the final model against the base (:meth:`Bench.quality`)."""
     user = make_user(user_name, seed=seed, judge=bench.judge)
     answer = user.answer if k > 1 else (lambda images: user.rate(images)[0])
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +168,7 @@ def run_loop(
             )
             point, images = bench.evaluate(loop, user)
             curve.append({"actions": actions, **point, "drift": report.drift})
-        quality, base_quality = bench.quality(loop, user, images)
+        quality, base_quality = bench.quality(loop, user, images) if quality else (None, None)
     return {
         "curve": curve,
         "updates": updates,
@@ -475,10 +479,11 @@ def summarise_quality(rows: list[dict]) -> dict:
             values = [r[side].get(key) for r in rows]
             if any(v is None for v in values):
                 return {}
+            bounds = (0.0, np.inf) if key.startswith("fidelity") else (0.0, 1.0)  # the rest are rates and distances
             if isinstance(values[0], dict):
-                out[side] = {k: mean_ci([v[k] for v in values]) for k in values[0]}
+                out[side] = {k: mean_ci([v[k] for v in values], bounds=bounds) for k in values[0]}
             else:
-                out[side] = mean_ci(values)
+                out[side] = mean_ci(values, bounds=bounds)
         return out
 
     keys = ("share", "well_formed", "well_formed_prompted", "win_rate", "fidelity", "fidelity_floor")

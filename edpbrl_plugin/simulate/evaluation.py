@@ -90,7 +90,8 @@ class Reference:
     @classmethod
     def sample(cls, pipe, judge: AttributeJudge, n: int = 1024, **sampling) -> Reference:
         key = pool_key(pipe, [""], REFERENCE_SEED, {"n": n, "purpose": "reference", **sampling})
-        images = cached_pool(key, lambda: sample_images(pipe, [""] * n, range(REFERENCE_SEED, REFERENCE_SEED + n)))
+        seeds = range(REFERENCE_SEED, REFERENCE_SEED + n)
+        images = cached_pool(key, lambda: sample_images(pipe, [""] * n, seeds, adapters=False))  # the base model
         embedder = EmbeddedEncoder("embedding", batch_size=judge.encoder.batch_size)
         return cls(judge, embedder, judge(images), embedder.encode(images))
 

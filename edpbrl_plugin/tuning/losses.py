@@ -73,14 +73,31 @@ def papa_loss(
     return (c_pref * weights * preference + c_base * pull * pull_mask).mean()
 
 
-def reward_tilt(rewards: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Sampling probabilities ∝ exp(r / τ) over a pool of samples.
+def reward_tilt(rewards: torch.Tensor, temperature: float, min_ess: float = 1.0) -> torch.Tensor:
+    """Sampling probabilities ∝ exp(r / τ) over a pool of samples ``[B]``, with τ raised as far as needed for an
+    effective sample size of at least ``min_ess``.
 
     Drawing training batches from the pool with these probabilities and denoising them unweighted fits
     p_pool(x)·exp(r(x)/τ) exactly; weighting a uniformly drawn batch by a softmax over that batch instead
-    trains on whatever the batch holds (often no liked sample at all) at full weight.
+    trains on whatever the batch holds (often no liked sample at all) at full weight. The floor on the
+    effective sample size keeps a reward that singles out a few samples (an unsure one, fitted on noisy
+    answers) from training the model on those few alone: it would lose the variety of everything else.
     """
-    return torch.softmax(rewards.double() / temperature, dim=0).float()
+    rewards = rewards.double()
+
+    def tilt(tau: float) -> torch.Tensor:
+        return torch.softmax(rewards / tau, dim=0)
+
+    probabilities = tilt(temperature)
+    if effective_sample_size(probabilities) < min(min_ess, len(rewards)):
+        low, high = temperature, temperature
+        while effective_sample_size(tilt(high)) < min_ess and high < 1e6 * temperature:
+            high *= 2.0
+        for _ in range(40):  # the effective sample size grows with τ: bisect for the smallest τ that reaches it
+            middle = (low + high) / 2
+            low, high = (middle, high) if effective_sample_size(tilt(middle)) < min_ess else (low, middle)
+        probabilities = tilt(high)
+    return probabilities.float()
 
 
 def effective_sample_size(probabilities: torch.Tensor) -> float:

@@ -1,9 +1,12 @@
 """The update methods, one :class:`Objective` each: which answers feed which loss term, and where the adapter acts.
 
-* ``default``: Diffusion-DPO on the answered pairs (winner vs each loser of a K-set) + PAPA on any like/dislike
-  answers + learned-reward distillation (the reward model scores a pool of base-model samples; training batches
-  are drawn from it ∝ exp(r/τ)). Distillation multiplies each human answer.
-* ``dpo``: Diffusion-DPO on answered pairs only.
+* ``default``: Diffusion-DPO on the answered pairs (weight ``dpo_weight``) + PAPA on any like/dislike answers +
+  learned-reward distillation (the reward model, fitted on every answer, scores a pool of base-model samples;
+  training batches are drawn from it ∝ exp(r/τ), which fits the base model tilted by the reward). Distillation
+  multiplies each human answer and trains only on clean base samples; the DPO term is what breaks images
+  (``edpbrl bench update``, docs/benchmarks.md), and ``dpo_weight=0`` leaves it out.
+* ``dpo``: Diffusion-DPO on answered pairs only (winner vs each loser of a K-set; DPO-Positive with
+  ``dpo_positive`` > 0).
 * ``papa``: PAPA on like/dislike answers: ELBO-weighted signed denoising loss + base pull.
 * ``epapa``: PAPA trained and used only at forward timesteps t >= ``epapa_min_timestep`` (the noisy part).
 * ``distill``: reward distillation only.
@@ -32,7 +35,8 @@ class Objective:
 
     def missing(self, n_pairs: int, n_ratings: int, has_reward: bool) -> str | None:
         """Why this update cannot run on these answers (None when it can)."""
-        if self.learns_from_answers and not ((self.pairs and n_pairs) or (self.ratings and n_ratings)):
+        distilled = self.distillation and has_reward and (n_pairs or n_ratings)
+        if self.learns_from_answers and not ((self.pairs and n_pairs) or (self.ratings and n_ratings) or distilled):
             return f"no usable answers ({self.needs} needed; skips carry none)"
         if self.distillation and not self.learns_from_answers and not has_reward:
             return "distillation needs a reward model"
@@ -42,7 +46,7 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
-        Objective("default", pairs=True, ratings=True, distillation=True, needs="pairs or ratings"),
+        Objective("default", pairs=True, ratings=True, distillation=True, needs="answered pairs or ratings"),
         Objective("dpo", pairs=True, needs="answered pairs"),
         Objective("papa", ratings=True, needs="like/dislike answers"),
         Objective("epapa", ratings=True, gated=True, needs="like/dislike answers"),

@@ -72,10 +72,12 @@ class UpdateConfig:
     steps: int = 60
     batch_size: int = 8
     dpo_beta: float = 2000.0
+    dpo_weight: float = 1.0  # of the DPO term in the default method (method "dpo": DPO alone, at weight 1)
     dpo_positive: float = 0.0  # λ of DPO-Positive: how much a rise of a winner's denoising error costs
     distill_samples: int = 256
     distill_source: str = "base"  # "base": a cached pool of base-model samples; "current": fresh samples each update
     distill_temperature: float = 0.5  # τ as a fraction of the rewards' standard deviation
+    distill_min_ess: float = 1.0  # τ rises until the tilt spreads over at least this many pool samples
     distill_weight: float = 1.0
     # False: each update starts again from the base model (every lora_B zeroed) and fits all answers so far, so
     # an early update fitted on few, noisy answers is not where later ones start (``edpbrl bench align``'s ours-fresh)
@@ -321,9 +323,11 @@ class LoraUpdater:
             half = len(errors["dpo"]) // 2
             with torch.no_grad(), adapters_disabled(self.unet):
                 ref = self._errors(*batches["dpo"])
+            weight = self.config.dpo_weight if self.config.objective.distillation else 1.0
             loss = (
                 loss
-                + dpo_loss(
+                + weight
+                * dpo_loss(
                     errors["dpo"][:half],
                     errors["dpo"][half:],
                     ref[:half],
@@ -363,7 +367,8 @@ class LoraUpdater:
     # ------------------------------------------------------------------ the update
     def _prepare(self, pairs: Sequence[PreferencePair], ratings: Sequence[Rating], seed: int) -> dict:
         objective, terms = self.config.objective, {}
-        if pairs and objective.pairs:
+        dpo_weight = self.config.dpo_weight if objective.distillation else 1.0
+        if pairs and objective.pairs and dpo_weight > 0:
             terms["dpo"] = (
                 self.denoiser.encode_images(np.stack([p.winner for p in pairs])),
                 self.denoiser.encode_images(np.stack([p.loser for p in pairs])),
@@ -376,12 +381,18 @@ class LoraUpdater:
                 self.denoiser.condition([r.prompt for r in ratings]),
                 torch.tensor([1.0 if r.label > 0 else -1.0 for r in ratings], device=self.denoiser.device),
             )
-        if self.reward_fn is not None and objective.distillation and (terms or not objective.learns_from_answers):
+        if (
+            self.reward_fn is not None
+            and objective.distillation
+            and (pairs or ratings or not objective.learns_from_answers)
+        ):
             images, prompts = self._distill_pool(seed)
             rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float64))
             spread = float(rewards.std()) if len(rewards) > 1 else 0.0
             if spread > 1e-6:
-                probabilities = reward_tilt(rewards, self.config.distill_temperature * spread)
+                probabilities = reward_tilt(
+                    rewards, self.config.distill_temperature * spread, self.config.distill_min_ess
+                )
                 terms["distill"] = (
                     self.denoiser.encode_images(images),
                     self.denoiser.condition(prompts),
