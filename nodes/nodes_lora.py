@@ -21,7 +21,7 @@ LEARNING_RATES = ("default", "1e-5", "2e-5", "5e-5", "1e-4", "2e-4", "5e-4", "1e
 
 
 class UpdateLoRA:
-    DESCRIPTION = "One online LoRA update from every answer so far (default: DPO on answers + learned-reward distillation). Outputs a new versioned pipeline; the input is not changed."
+    DESCRIPTION = "One online LoRA update from every answer so far (default: learned-reward distillation toward the base model's own samples). Outputs a new versioned pipeline; the input is not changed."
     CATEGORY = f"{CATEGORY}/lora"
     RETURN_TYPES = (PIPELINE, "FLOAT", "STRING")
     RETURN_NAMES = ("pipeline", "drift", "report")
@@ -46,7 +46,7 @@ class UpdateLoRA:
                     list(METHODS),
                     {
                         "default": "default",
-                        "tooltip": "default = DPO + learned-reward distillation (+ PAPA on like/dislike); dpo = Diffusion-DPO on the answered pairs; papa / epapa use like/dislike answers.",
+                        "tooltip": "default = learned-reward distillation (+ PAPA on like/dislike); dpo = Diffusion-DPO on the answered pairs; papa / epapa use like/dislike answers.",
                     },
                 ),
                 "steps": (

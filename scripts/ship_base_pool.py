@@ -1,5 +1,5 @@
 """Write the embedded model's base pool for its default settings beside its weights, so a fresh install's
-first LoRA update (the README's demo) does not spend ~40 s sampling it. Run after retraining the generator:
+first LoRA update (the README's demo) does not spend ~3 minutes sampling it. Run after retraining the generator:
 
     python scripts/ship_base_pool.py
 

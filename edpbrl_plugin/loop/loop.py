@@ -275,7 +275,7 @@ class PersonalizationLoop:
         person does not prefer the tuned model: a win rate below ½, ties counting half.
 
         Only the person's answers decide, so the check sees what they see (a broken image, a lost shape) even
-        where the reward model's features cannot; its answers also train later updates (DPO pairs).
+        where the reward model's features cannot; its answers also train later updates of methods with a DPO term (DPO pairs).
         """
         tuned, _ = self.sample(n, seed, base_share=0.0)
         base, _ = self.sample(n, seed, base_share=1.0)

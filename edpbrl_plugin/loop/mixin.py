@@ -8,7 +8,7 @@ adds verb-first methods::
     pipe.sample_candidates(16, prompts=["a castle"])
     q = pipe.next_query()                                     # Fisher-optimal pair
     pipe.submit_answer(q.id, 0)                               # committed before it returns
-    pipe.update_lora()                                        # DPO + reward distillation
+    pipe.update_lora()                                        # learned-reward distillation
     pipe.save_personalization("out/")                         # diffusers + kohya (ComfyUI) files
 
 Every call is a step of the one :class:`~edpbrl_plugin.loop.loop.PersonalizationLoop`; its state lives in a
@@ -111,7 +111,7 @@ class PersonalizationMixin:
         return self.personalization.refit()
 
     def update_lora(self, progress: bool = True, **config) -> UpdateReport:
-        """One LoRA update from all answers (default: DPO + learned-reward distillation); saved as a new version.
+        """One LoRA update from all answers (default: learned-reward distillation); saved as a new version.
         Keyword arguments change the loop's :class:`UpdateConfig` from now on (``learning_rate=1e-4``)."""
         loop = self.personalization_loop
         report, _ = loop.update(UpdateConfig(**{**vars(loop.config), **config}) if config else None, progress)

@@ -139,7 +139,7 @@ class PersonalizationSession:
 
     def _model_data(self):
         # A check (tuned vs base sample of one seed) is lost for being broken as often as for the taste, which the
-        # features cannot see: it trains the LoRA (DPO) and decides rollbacks, never the reward model.
+        # features cannot see: it trains the LoRA of methods with a DPO term and decides rollbacks, never the reward model.
         answers = [a for a in self.store.answers(self.session) if self.store.get_query(a.query).strategy != CHECK]
         ids = sorted({c for a in answers for c in a.candidates})
         _, features = self.store.candidate_features(self.session, ids) if ids else ([], np.zeros((0, self.encoder.dim)))

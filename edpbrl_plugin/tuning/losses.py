@@ -75,7 +75,7 @@ def papa_loss(
 
 def reward_tilt(rewards: torch.Tensor, temperature: float, min_ess: float = 1.0) -> torch.Tensor:
     """Sampling probabilities ∝ exp(r / τ) over a pool of samples ``[B]``, with τ raised as far as needed for an
-    effective sample size of at least ``min_ess``.
+    effective sample size of at least ``min_ess`` (at most ``B / 2``: a floor of the whole pool would leave no tilt).
 
     Drawing training batches from the pool with these probabilities and denoising them unweighted fits
     p_pool(x)·exp(r(x)/τ) exactly; weighting a uniformly drawn batch by a softmax over that batch instead
@@ -84,12 +84,13 @@ def reward_tilt(rewards: torch.Tensor, temperature: float, min_ess: float = 1.0)
     answers) from training the model on those few alone: it would lose the variety of everything else.
     """
     rewards = rewards.double()
+    min_ess = min(min_ess, len(rewards) / 2)
 
     def tilt(tau: float) -> torch.Tensor:
         return torch.softmax(rewards / tau, dim=0)
 
     probabilities = tilt(temperature)
-    if effective_sample_size(probabilities) < min(min_ess, len(rewards)):
+    if effective_sample_size(probabilities) < min_ess:
         low, high = temperature, temperature
         while effective_sample_size(tilt(high)) < min_ess and high < 1e6 * temperature:
             high *= 2.0

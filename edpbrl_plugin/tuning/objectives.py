@@ -1,10 +1,11 @@
 """The update methods, one :class:`Objective` each: which answers feed which loss term, and where the adapter acts.
 
-* ``default``: Diffusion-DPO on the answered pairs (weight ``dpo_weight``) + PAPA on any like/dislike answers +
-  learned-reward distillation (the reward model, fitted on every answer, scores a pool of base-model samples;
-  training batches are drawn from it ∝ exp(r/τ), which fits the base model tilted by the reward). Distillation
-  multiplies each human answer and trains only on clean base samples; the DPO term is what breaks images
-  (``edpbrl bench update``, docs/benchmarks.md), and ``dpo_weight=0`` leaves it out.
+* ``default``: learned-reward distillation (the reward model, fitted on every answer, scores a pool of base-model
+  samples; training batches are drawn from it ∝ exp(r/τ), which fits the base model tilted by the reward) + PAPA
+  on any like/dislike answers + Diffusion-DPO on the answered pairs at weight ``dpo_weight`` (0 by default).
+  Distillation multiplies each human answer and trains only on clean base samples. DPO on a handful of pairs
+  is what melted images (``edpbrl bench update``, docs/benchmarks.md: well formed 0.00 at weight 1), so the
+  default leaves it out.
 * ``dpo``: Diffusion-DPO on answered pairs only (winner vs each loser of a K-set; DPO-Positive with
   ``dpo_positive`` > 0).
 * ``papa``: PAPA on like/dislike answers: ELBO-weighted signed denoising loss + base pull.
