@@ -3,11 +3,11 @@
 Simulated users with hidden attribute tastes judge what they see (encoder + pixels). Methods:
 
 * ``ours``: designed pair questions (θ-aware D-optimal on freshly sampled candidates) -> reward model
-  -> the default update (DPO on the answers + learned-reward distillation, early stopping, drift cap);
+  -> the default update (learned-reward distillation from the base pool, a fresh start each update, drift cap);
 * ``random``: random pairs + the same updates;
-* ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``base_share=0.5``) and
-  every update started again from the base model (``warm_start=False``), so a first update fitted on
-  few noisy answers is neither where later updates start nor all that later questions can show;
+* ``ours-fresh``: ``ours`` with half of each round's candidates from the base model (``base_share=0.5``), so
+  what a first update fitted on few noisy answers makes is not all that later questions can show (it also
+  started every update from the base model before that became the default);
 * ``ours-k4``: ``ours`` asking 4-way questions ("which of these four do you like best?", one click = one
   action, as in ED-PBRL's K-way queries): a pick among four carries more than a pair, and four random base
   samples hold a liked one far more often than two, so a teacher without a "tie" answer flips fewer coins;
@@ -56,7 +56,7 @@ EVAL_SEED = 50_000
 OURS_METHODS: dict[str, dict] = {
     "ours": {},
     "random": {"strategy": "random"},
-    "ours-fresh": {"base_share": 0.5, "update": {"warm_start": False}},
+    "ours-fresh": {"base_share": 0.5},
     "ours-k4": {"k": 4},
     "ours-check": {"checks": 2},
 }
