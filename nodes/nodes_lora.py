@@ -55,7 +55,7 @@ class UpdateLoRA:
                         "default": defaults.steps,
                         "min": 1,
                         "max": 1000,
-                        "tooltip": "Optimizer steps (early stopping may end sooner).",
+                        "tooltip": "Optimizer steps (the drift cap may end the update sooner).",
                     },
                 ),
                 "learning_rate": (
