@@ -83,7 +83,7 @@ def cached_pool(key: str, make: Callable[[], np.ndarray], disk: bool = True, shi
     if images is None and shipped is not None and (shipped / path.name).exists():
         images = _read(shipped / path.name)
     if images is None:
-        # kept in half precision (a 1,024-image pool of the embedded model is 6 MB on disk, 3 MB of it shipped),
+        # kept in half precision (a 1,024-image pool of the embedded model is 6 MB on disk, and that file ships),
         # in memory too, so a pool read back is exactly the pool that was sampled
         images = np.ascontiguousarray(make(), dtype=np.float16).astype(np.float32)
         if disk:
