@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import log_expit, log_softmax
 
 from edpbrl_plugin.learning.answers import Answer
 from edpbrl_plugin.learning.choice import ChoiceModel, pair_fisher_weight
-from edpbrl_plugin.querying.fisher import mnl_fisher
+from edpbrl_plugin.querying.fisher import mnl_fisher, mnl_weight
 
 
 def numeric_hessian(f, theta, eps=1e-4):
@@ -174,3 +176,79 @@ def test_bad_answers_and_hyperparameters_raise():
         ChoiceModel(tie_margin=0.0).fit(np.eye(2), [Answer((0, 1), "tie")])
     with pytest.raises(ValueError, match="dimensions"):
         ChoiceModel().fit(np.eye(3), []).partial_fit(np.eye(2), [])
+
+
+# ---------------------------------------------------------------------- lapse (a person who sometimes slips)
+def _lapsed_pair_probabilities(delta, margin, lapse):
+    low, high = 1 / (1 + np.exp(-(delta - margin))), 1 / (1 + np.exp(-(delta + margin)))
+    return np.array([(1 - lapse) * low + lapse / 2, (1 - lapse) * (1 - high) + lapse / 2, (1 - lapse) * (high - low)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    delta=st.floats(-8, 8),
+    margin=st.sampled_from([0.0, 0.25, 1.0]),
+    lapse=st.floats(0.0, 0.5),
+)
+def test_lapsed_pair_fisher_is_the_information_of_its_three_outcomes(delta, margin, lapse):
+    h = 1e-5
+    p = _lapsed_pair_probabilities(delta, margin, lapse)
+    dp = _lapsed_pair_probabilities(delta + h, margin, lapse) - _lapsed_pair_probabilities(delta - h, margin, lapse)
+    dp /= 2 * h
+    keep = p > 1e-12
+    expected = (dp[keep] ** 2 / p[keep]).sum()
+    assert p.sum() == pytest.approx(1.0)
+    assert pair_fisher_weight(delta, margin, lapse) == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    # a slip can only hide information
+    assert 0 <= pair_fisher_weight(delta, margin, lapse) <= pair_fisher_weight(delta, margin, 0.0) + 1e-12
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_lapsed_set_weight_is_psd_and_is_the_mnl_weight_without_a_lapse(rng, k):
+    p = rng.dirichlet(np.ones(k), size=5)
+    np.testing.assert_allclose(ChoiceModel(lapse=0.0).set_weight(p), mnl_weight(p), atol=1e-12)
+    weight = ChoiceModel(lapse=0.2).set_weight(p)
+    assert np.all(np.linalg.eigvalsh(weight) > -1e-12)
+    assert np.all(np.linalg.eigvalsh(mnl_weight(p) - weight) > -1e-12)
+
+
+def test_lapsed_gradient_matches_the_likelihood(rng):
+    """The fit's gradient is that of its own negative log posterior, for every answer type at once."""
+    features = rng.normal(size=(12, 3))
+    answers = [Answer((0, 1), 0), Answer((2, 3), 1), Answer((4, 5), "tie"), Answer((6, 7, 8), 2)]
+    answers += [Answer((9,), "like"), Answer((10,), "dislike")]
+    model = ChoiceModel(lapse=0.15).fit(features, answers)
+    w = rng.normal(size=4)
+    value, grad, _ = model._terms(w, hessian=True)
+    numeric = [(model._terms(w + e, False)[0] - model._terms(w - e, False)[0]) / 2e-6 for e in np.eye(4) * 1e-6]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
+    probabilities = model.predict_proba(features, [[0, 1], [6, 7]])
+    assert probabilities.sum(axis=1) == pytest.approx([1.0, 1.0]) and probabilities.min() >= 0.15 / 2
+
+
+def test_a_lapse_keeps_a_few_flipped_answers_from_steering_the_estimate(rng):
+    """40 consistent answers, then 8 flipped ones between the most different candidates: with a lapse the
+    estimate keeps more of its direction than without."""
+    features = rng.normal(size=(60, 4))
+    theta_star = np.array([1.5, -1.0, 0.5, 0.0])
+    answers = []
+    for _ in range(40):
+        i, j = rng.choice(60, 2, replace=False)
+        answers.append(Answer((int(i), int(j)), 0 if (features[i] - features[j]) @ theta_star > 0 else 1))
+    utility = features @ theta_star
+    best, worst = np.argsort(utility)[-4:], np.argsort(utility)[:4]
+    answers += [Answer((int(b), int(w)), 1) for b, w in zip(best, worst)] * 2  # the worst "wins", 8 times
+
+    def cosine(model):
+        return model.theta_ @ theta_star / np.linalg.norm(model.theta_) / np.linalg.norm(theta_star)
+
+    plain, lapsed = ChoiceModel(tie_margin=0.0).fit(features, answers), ChoiceModel(reg=1.0, tie_margin=0.0, lapse=0.2)
+    lapsed.fit(features, answers)
+    assert cosine(lapsed) > cosine(plain)
+    assert np.all(np.linalg.eigvalsh(lapsed.precision_) > 0)
+
+
+def test_lapse_must_be_a_probability_below_one():
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="lapse"):
+            ChoiceModel(lapse=bad).fit(np.eye(2), [])

@@ -117,6 +117,15 @@ def test_like_dislike_and_skip_answers_flow_into_the_update(tmp_path):
     assert report.changed and report.n_ratings == 2
 
 
+def test_a_sessions_lapse_is_stored_and_used_by_its_reward_model_after_reopening(tmp_path):
+    from edpbrl_plugin import PersonalizationSession
+
+    PersonalizationSession(tmp_path / "p.db", "slips", lapse=0.2)
+    reopened = PersonalizationSession(tmp_path / "p.db", "slips")  # the stored setting wins over the default
+    assert reopened.config["lapse"] == 0.2 and reopened.model.lapse == 0.2
+    assert PersonalizationSession(tmp_path / "p.db", "careful").model.lapse == 0.0
+
+
 def test_mismatched_encoder_dims_between_sessions_is_a_clear_error(tmp_path):
     from edpbrl_plugin import PersonalizationSession, StoreError
 

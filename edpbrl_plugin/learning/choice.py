@@ -8,8 +8,14 @@ One model covers every answer a person can give:
 * like / dislike of one image (absolute feedback, PAPA): P(like) = σ(θᵀφ + b) with a learned bias b;
 * skip and "both bad": recorded by the store, no likelihood here.
 
-``fit`` is an L2-regularised MLE (Newton with backtracking, finite on separable data);
-the Laplace posterior has precision V = λI + Σ Fisher(q; θ̂). Learned state ends in ``_``.
+A lapse ε (``lapse``) mixes every strict answer with a uniform guess: P = (1 − ε)·P_model + ε/n over the n
+strict outcomes (A and B of a pair, the K options of a set, like and dislike); a tie is never a lapse. A person
+who sometimes clicks the wrong image then widens the posterior instead of steering it: an answer that
+contradicts a confident estimate costs at most −log(ε/n), so a few flipped answers cannot outweigh the rest.
+
+``fit`` is an L2-regularised MLE (Newton with backtracking, finite on separable data; Fisher scoring when
+ε > 0, whose likelihood is not log-concave); the Laplace posterior has precision V = λI + Σ Fisher(q; θ̂).
+Learned state ends in ``_``.
 """
 
 from __future__ import annotations
@@ -71,17 +77,31 @@ class _Data:
             self.sets[k] = (np.concatenate([old_rows, rows]), np.concatenate([old_chosen, chosen]))
 
 
-def pair_fisher_weight(delta: np.ndarray, tie_margin: float) -> np.ndarray:
-    """Expected curvature w(Δ) of a pair answer: Fisher = w(Δ)·z zᵀ. BT (δ = 0): p(1 − p).
+def pair_fisher_weight(delta: np.ndarray, tie_margin: float, lapse: float = 0.0) -> np.ndarray:
+    """Fisher information w(Δ) of a pair answer about Δ = θᵀz: Fisher = w(Δ)·z zᵀ. BT (δ = 0, ε = 0): p(1 − p).
 
-    With l = σ(Δ − δ) = P(A) and u = σ(Δ + δ) (so P(B) = 1 − u, P(tie) = u − l), the outcome-averaged
-    curvature is l·l(1 − l) + (1 − u)·u(1 − u) + (u − l)·(u(1 − u) + l(1 − l)).
+    With l = σ(Δ − δ), u = σ(Δ + δ) and lapse ε: P(A) = (1 − ε)l + ε/2, P(B) = (1 − ε)(1 − u) + ε/2,
+    P(tie) = (1 − ε)(u − l), and w = Σ_o (∂P_o/∂Δ)² / P_o over the three outcomes.
     """
     delta = np.asarray(delta, dtype=np.float64)
     low = expit(delta - tie_margin)
     high = expit(delta + tie_margin) if tie_margin > 0 else low
     v_low, v_high = low * (1 - low), high * (1 - high)
-    return low * v_low + (1 - high) * v_high + (high - low) * (v_low + v_high)
+    keep = 1.0 - lapse
+    weight = keep**2 * (v_low**2 / (keep * low + lapse / 2) + v_high**2 / (keep * (1 - high) + lapse / 2))
+    if tie_margin > 0:
+        # the tie term (u(1−u) − l(1−l))² / (u − l), written without the cancellation of u − l at large |Δ|:
+        # u − l = σ(Δ+δ)σ(δ−Δ)(1 − e^{−2δ})
+        gap = expit(delta + tie_margin) * expit(tie_margin - delta) * -np.expm1(-2 * tie_margin)
+        weight = weight + keep * (v_high - v_low) ** 2 / gap
+    return weight
+
+
+def _lapsed(log_p: np.ndarray, lapse: float, n_outcomes: int) -> np.ndarray:
+    """log((1 − ε)·P + ε/n) from log P, stable for any P."""
+    if lapse == 0:
+        return log_p
+    return np.logaddexp(np.log1p(-lapse) + log_p, np.log(lapse / n_outcomes))
 
 
 class ChoiceModel:
@@ -90,6 +110,7 @@ class ChoiceModel:
     Args:
         reg: λ > 0, the prior precision (L2 penalty (λ/2)‖θ‖²); keeps separable data finite.
         tie_margin: δ >= 0 of the pair tie band (in reward units); ties need δ > 0.
+        lapse: ε in [0, 1), the probability that a strict answer is a uniform guess (a slip of the hand).
         max_iter, tol: Newton iteration limit and stopping tolerance on the step size.
 
     Attributes (after ``fit``):
@@ -97,9 +118,12 @@ class ChoiceModel:
         n_answers_ (all answers, skips included), n_informative_, n_iter_.
     """
 
-    def __init__(self, reg: float = 1.0, tie_margin: float = 0.25, max_iter: int = 50, tol: float = 1e-8):
+    def __init__(
+        self, reg: float = 1.0, tie_margin: float = 0.25, lapse: float = 0.0, max_iter: int = 100, tol: float = 1e-8
+    ):
         self.reg = reg
         self.tie_margin = tie_margin
+        self.lapse = lapse
         self.max_iter = max_iter
         self.tol = tol
 
@@ -123,6 +147,8 @@ class ChoiceModel:
         check_positive(self.reg, "reg")
         if not np.isfinite(self.tie_margin) or self.tie_margin < 0:
             raise ValueError(f"tie_margin must be a finite number >= 0, got {self.tie_margin}")
+        if not 0 <= self.lapse < 1:
+            raise ValueError(f"lapse must be a probability in [0, 1), got {self.lapse}")
 
     def _update(self, features: np.ndarray, answers: Iterable[Answer]) -> ChoiceModel:
         answers = [a if isinstance(a, Answer) else Answer(*a) for a in answers]
@@ -134,8 +160,11 @@ class ChoiceModel:
         return self
 
     def _terms(self, w: np.ndarray, hessian: bool, fisher: bool = False):
-        """Negative log posterior (up to a constant), its gradient and (observed or expected) Hessian."""
-        data, d, delta_margin = self._data, self._data.dim, self.tie_margin
+        """Negative log posterior (up to a constant), its gradient and Hessian: observed, or expected (the Fisher
+        information) when ``fisher`` or when a lapse makes the observed one indefinite."""
+        data, d, margin, lapse = self._data, self._data.dim, self.tie_margin, self.lapse
+        fisher = fisher or lapse > 0
+        keep = 1.0 - lapse
         theta = w[:d]
         value = 0.5 * self.reg * (w @ w)
         grad = self.reg * w.copy()
@@ -144,41 +173,52 @@ class ChoiceModel:
             z, tie = data.pairs, data.pair_tie
             delta = z @ theta
             strict = ~tie
-            value -= log_expit(delta[strict] - delta_margin).sum()
-            dnll = np.where(strict, -expit(delta_margin - delta), 0.0)
+            ds = delta[strict]
+            log_p = _lapsed(log_expit(ds - margin), lapse, 2)
+            value -= log_p.sum()
+            dnll = np.zeros_like(delta)
+            # −∂ log P(A)/∂Δ = −(1 − ε)·l(1 − l) / P(A), in logs so that no factor underflows
+            dnll[strict] = -np.exp(np.log(keep) + log_expit(ds - margin) + log_expit(margin - ds) - log_p)
             if tie.any():
                 dt = delta[tie]
-                value -= (log_expit(dt + delta_margin) + log_expit(delta_margin - dt)).sum()
-                value -= tie.sum() * np.log1p(-np.exp(-2 * delta_margin))
-                dnll[tie] = -expit(-(dt + delta_margin)) + expit(dt - delta_margin)
+                value -= (log_expit(dt + margin) + log_expit(margin - dt)).sum()
+                value -= tie.sum() * (np.log1p(-np.exp(-2 * margin)) + np.log(keep))
+                dnll[tie] = -expit(-(dt + margin)) + expit(dt - margin)
             grad[:d] += z.T @ dnll
             if hessian:
                 if fisher:
-                    curv = pair_fisher_weight(delta, delta_margin)
+                    curv = pair_fisher_weight(delta, margin, lapse)
                 else:
-                    s = expit(delta - delta_margin)
+                    s = expit(delta - margin)
                     curv = s * (1 - s)
                     if tie.any():
-                        u, m = expit(delta[tie] + delta_margin), expit(delta_margin - delta[tie])
+                        u, m = expit(delta[tie] + margin), expit(margin - delta[tie])
                         curv[tie] = u * (1 - u) + m * (1 - m)
                 hess[:d, :d] += (z * curv[:, None]).T @ z
         for rows, chosen in data.sets.values():
+            n, k = len(chosen), rows.shape[1]
             logits = rows @ theta
             p = softmax(logits, axis=1)
-            value -= (logits[np.arange(len(chosen)), chosen] - logsumexp(logits, axis=1)).sum()
+            log_p = _lapsed(logits - logsumexp(logits, axis=1, keepdims=True), lapse, k)  # [n, K]
+            value -= log_p[np.arange(n), chosen].sum()
             mean = np.einsum("nk,nkd->nd", p, rows)
-            grad[:d] += (mean - rows[np.arange(len(chosen)), chosen]).sum(0)
+            # ∂P_c/∂θ = (1 − ε)·p_c(φ_c − φ̄); divided by P_c this is (φ_c − φ̄) times the share of P_c not a lapse
+            share = keep * p[np.arange(n), chosen] / np.exp(log_p[np.arange(n), chosen])
+            grad[:d] += (share[:, None] * (mean - rows[np.arange(n), chosen])).sum(0)
             if hessian:
-                hess[:d, :d] += np.einsum("nk,nkd,nke->de", p, rows, rows) - mean.T @ mean
+                hess[:d, :d] += np.einsum("nkd,nkl,nle->de", rows, self.set_weight(p), rows)
         if len(data.singles):
             x = np.hstack([data.singles, np.ones((len(data.singles), 1))])
             logit = x @ w
             sign = 2 * data.liked - 1
-            value -= log_expit(sign * logit).sum()
-            p = expit(logit)
-            grad += x.T @ (p - data.liked)
+            log_p = _lapsed(log_expit(sign * logit), lapse, 2)
+            value -= log_p.sum()
+            q = expit(logit)
+            shrink = np.exp(np.log(keep) + log_expit(sign * logit) - log_p)  # 1 without a lapse
+            grad += x.T @ (shrink * (q - data.liked))
             if hessian:
-                hess += (x * (p * (1 - p))[:, None]).T @ x
+                curv = keep**2 * (q * (1 - q)) ** 2 * (1 / (keep * q + lapse / 2) + 1 / (keep * (1 - q) + lapse / 2))
+                hess += (x * curv[:, None]).T @ x
         return value, grad, hess
 
     def _newton(self) -> None:
@@ -233,14 +273,15 @@ class ChoiceModel:
         return np.einsum("nd,de,ne->n", x, self.covariance_, x)
 
     def predict_proba(self, features, queries) -> np.ndarray:
-        """Strict-choice probabilities ``[n, K]`` (softmax of rewards) for queries ``[n, K]`` of row indices."""
+        """Strict-choice probabilities ``[n, K]`` (softmax of rewards, mixed with the lapse's uniform guess) for
+        queries ``[n, K]`` of row indices."""
         rewards = self.reward(features)
         queries = np.asarray(queries)
         if queries.ndim != 2 or queries.shape[1] < 2:
             raise ValueError(f"queries must be an [n, K >= 2] array of candidate indices, got shape {queries.shape}")
         if queries.size and (queries.min() < 0 or queries.max() >= len(rewards)):
             raise ValueError(f"queries reference candidates outside 0..{len(rewards) - 1}")
-        return softmax(rewards[queries], axis=1)
+        return (1.0 - self.lapse) * softmax(rewards[queries], axis=1) + self.lapse / queries.shape[1]
 
     def predict(self, features, queries) -> np.ndarray:
         """Position of the predicted choice per query ``[n]``."""
@@ -261,4 +302,16 @@ class ChoiceModel:
 
     def pair_weight(self, delta) -> np.ndarray:
         """Fisher weight w(Δ) of a pair question under this model (Fisher = w·z zᵀ)."""
-        return pair_fisher_weight(delta, self.tie_margin)
+        return pair_fisher_weight(delta, self.tie_margin, self.lapse)
+
+    def set_weight(self, probabilities) -> np.ndarray:
+        """Fisher weight ``[..., K, K]`` of K-way questions whose noise-free choice probabilities are
+        ``[..., K]`` (Fisher = Φᵀ W Φ): W = (1 − ε)²·M diag(1/P) M with M = diag(p) − p pᵀ and
+        P = (1 − ε)p + ε/K; without a lapse W = M."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        m = np.einsum("...i,ij->...ij", p, np.eye(p.shape[-1])) - p[..., :, None] * p[..., None, :]
+        if self.lapse == 0:
+            return m
+        keep = 1.0 - self.lapse
+        lapsed = keep * p + self.lapse / p.shape[-1]
+        return keep**2 * np.einsum("...ij,...j,...jk->...ik", m, 1.0 / lapsed, m)

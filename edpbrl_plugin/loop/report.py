@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 
-from ..learning.choice import ChoiceModel
 from ..learning.metrics import stop_signal
 from .session import PersonalizationSession
 
@@ -18,7 +17,7 @@ def learning_curve(session: PersonalizationSession) -> list[dict]:
     if len(pool) < 2 or not answers:
         return []
     _, pool_features = session.store.candidate_features(session.session, pool)
-    curve, model = [], ChoiceModel(reg=session.config["reg"], tie_margin=session.config["tie_margin"])
+    curve, model = [], session.choice_model()
     model.fit(features, [])
     for n in range(1, len(answers) + 1):
         model.partial_fit(features, answers[n - 1 : n])

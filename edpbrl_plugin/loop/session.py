@@ -54,7 +54,7 @@ class PersonalizationSession:
         user: who answers.
         encoder: a :class:`FeatureEncoder` or its name (``"embedded"``; ``"clip:/path"``).
         strategy: question selection strategy (default ``"d_optimal"``).
-        reg, tie_margin: the choice model's λ and tie band.
+        reg, tie_margin, lapse: the choice model's λ, tie band and lapse ε (:class:`ChoiceModel`).
     """
 
     def __init__(
@@ -66,6 +66,7 @@ class PersonalizationSession:
         strategy: str = DEFAULT_STRATEGY,
         reg: float = 1.0,
         tie_margin: float = 0.25,
+        lapse: float = 0.0,
     ):
         self.store = store if isinstance(store, PreferenceStore) else PreferenceStore(store)
         self.session = session
@@ -77,6 +78,7 @@ class PersonalizationSession:
             "strategy": strategy,
             "reg": reg,
             "tie_margin": tie_margin,
+            "lapse": lapse,
         }
         if self.store.has_session(session):
             stored = self.store.get_session(session).config
@@ -89,7 +91,7 @@ class PersonalizationSession:
                     f"({stored.get('feature_dim')}-d) but {self.encoder.name} ({self.encoder.dim}-d) was given; "
                     "use the same encoder or another session id"
                 )
-            config = {**config, **{k: stored[k] for k in ("strategy", "reg", "tie_margin") if k in stored}}
+            config = {**config, **{k: stored[k] for k in ("strategy", "reg", "tie_margin", "lapse") if k in stored}}
         else:
             self.store.create_session(session, user=user, config=config)
         self.config = config
@@ -149,10 +151,15 @@ class PersonalizationSession:
         ]
         return features if len(ids) else np.zeros((1, self.encoder.dim)), decoded
 
+    def choice_model(self) -> ChoiceModel:
+        """An unfitted :class:`ChoiceModel` with this session's settings."""
+        c = self.config
+        return ChoiceModel(reg=c["reg"], tie_margin=c["tie_margin"], lapse=c.get("lapse", 0.0))
+
     def refit(self) -> ChoiceModel:
         with self._lock:
             features, answers = self._model_data()
-            model = ChoiceModel(reg=self.config["reg"], tie_margin=self.config["tie_margin"]).fit(features, answers)
+            model = self.choice_model().fit(features, answers)
             self._model = model
             if answers:
                 self.store.save_snapshot(self.session, model.theta_, model.covariance_, model.bias_, model.n_answers_)

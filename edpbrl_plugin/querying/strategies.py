@@ -95,8 +95,8 @@ class PoolContext:
             delta = self.rewards[sets[:, 0]] - self.rewards[sets[:, 1]]
             return fisher.pair_weight_matrix(self.model.pair_weight(delta if theta_aware else 0.0 * delta))
         if theta_aware:
-            return fisher.mnl_weight(softmax(self.rewards[sets], axis=1))
-        return fisher.mnl_weight(np.full(sets.shape, 1.0 / sets.shape[1]))
+            return self.model.set_weight(softmax(self.rewards[sets], axis=1))
+        return self.model.set_weight(np.full(sets.shape, 1.0 / sets.shape[1]))
 
     def information_gain(self, query: tuple[int, ...]) -> float:
         sets = np.asarray([query])
