@@ -103,6 +103,12 @@ def _add_bench(sub) -> None:
     embedded.add_argument("--seed", type=_seed, default=0)
     embedded.add_argument("--out", default="bench_results")
 
+    digits = which.add_parser("digits", help="quality of the real-data models (MNIST digits, Fashion-MNIST)")
+    digits.add_argument("--model", choices=["digits", "fashion"], default="digits")
+    digits.add_argument("--samples", type=_count, default=1000)
+    digits.add_argument("--seed", type=_seed, default=0)
+    digits.add_argument("--out", default="bench_results")
+
     judge = which.add_parser("judge", help="validate the well-formedness judge on graded damage and base samples")
     judge.add_argument("--samples", type=_count, default=128, help="renders per damage kind and severity")
     judge.add_argument("--base-samples", type=_count, default=256)
@@ -239,6 +245,15 @@ def main(argv: list[str] | None = None) -> None:
             from .bench import embedded
 
             embedded.run(out, n_samples=args.samples, seed=args.seed)
+        elif args.bench == "digits":
+            from .bench import digits
+            from .models.digits.data import check_available
+
+            try:
+                check_available(args.model)
+            except RuntimeError as error:
+                parser.error(f"bench digits --model {args.model}: {error}")
+            digits.run(out, dataset=args.model, n_samples=args.samples, seed=args.seed)
         elif args.bench == "judge":
             from .bench import judge
 

@@ -1,8 +1,9 @@
 """A pipeline's denoiser seen from training: encode images and prompts, add noise, predict, compare.
 
-One object hides the differences between the embedded pixel-space pipeline, Stable Diffusion
-(latents from the VAE, CLIP text states) and SDXL (two text encoders, pooled embeddings and time
-ids), so every loss in :mod:`losses` is written once.
+One object hides the differences between the embedded pixel-space pipelines (the text-to-image shapes model,
+and the unconditional grayscale digits / fashion models: no prompt, one channel), Stable Diffusion (latents from
+the VAE, CLIP text states) and SDXL (two text encoders, pooled embeddings and time ids), so every loss in
+:mod:`losses` is written once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Denoiser:
             raise ValueError(f"prediction type {self.prediction_type!r} is not supported (epsilon or v_prediction)")
         self.latent = getattr(pipe, "vae", None) is not None
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        self.unconditional = not hasattr(pipe, "encode_prompt")
 
     @property
     def device(self) -> torch.device:
@@ -52,6 +54,8 @@ class Denoiser:
             expected = self.unet.config.sample_size
             if x.shape[-1] != expected:
                 raise ValueError(f"images are {x.shape[-1]} px but this pixel-space UNet works at {expected} px")
+            if self.unet.config.in_channels == 1:  # grayscale models return their channel repeated as RGB
+                x = x.mean(dim=1, keepdim=True)
             return x.to(self.dtype)
         vae = self.pipe.vae
         latents = vae.encode(x.to(vae.dtype)).latent_dist.mean
@@ -60,8 +64,13 @@ class Denoiser:
 
     @torch.no_grad()
     def condition(self, prompts: Sequence[str]) -> dict:
-        """UNet keyword arguments (text states, SDXL's added conditions) for each prompt."""
+        """UNet keyword arguments (text states, SDXL's added conditions) for each prompt; none for an
+        unconditional pipeline, which has only the empty prompt."""
         prompts = list(prompts)
+        if self.unconditional:
+            if any(p.strip() for p in prompts):
+                raise ValueError(f"{type(self.pipe).__name__} is unconditional: it takes no prompt")
+            return {}
         if not self.latent:
             return {"encoder_hidden_states": self.pipe.encode_prompt(prompts)}
         if not self.sdxl:

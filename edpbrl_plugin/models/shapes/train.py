@@ -12,8 +12,6 @@ This runs outside CI; CI only loads the shipped weights.
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ...imaging import save_grid
+from ..training import EMA, load_checkpoint, lr_factor, save_checkpoint
 from .encoder import AttributeEncoder
 from .pipeline import ShapesPipeline, build_scheduler, build_unet
 from .shapes import ATTRIBUTES, render_batch
@@ -51,56 +50,15 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(0, 1)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-class _EMA:
-    def __init__(self, modules: list[torch.nn.Module], decay: float):
-        self.decay = decay
-        self.params = [p for m in modules for p in m.parameters()]
-        self.shadow = [p.detach().clone() for p in self.params]
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
-
-    def state_dict(self) -> list[torch.Tensor]:
-        return self.shadow
-
-    def load_state_dict(self, shadow: list[torch.Tensor]) -> None:
-        self.shadow = [s.clone() for s in shadow]
-
-    @torch.no_grad()
-    def copy_to(self) -> None:
-        for p, s in zip(self.params, self.shadow):
-            p.copy_(s)
-
-
-def _load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train_encoder(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model = AttributeEncoder()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    ema = _EMA([model], decay=0.998)
+    ema = EMA([model], decay=0.998)
     start = 0
-    checkpoint = _load_checkpoint(work / "checkpoint.pt")
+    checkpoint = load_checkpoint(work / "checkpoint.pt")
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -114,7 +72,7 @@ def train_encoder(args: argparse.Namespace) -> None:
         gen = torch.Generator().manual_seed(_batch_seed(args.seed, step))
         x = augment(_to_tensor(images), gen)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * _lr_factor(step, args.steps, 100)
+            group["lr"] = args.lr * lr_factor(step, args.steps, 100)
         _, logits = model(x)
         loss = sum(F.cross_entropy(logits[k], torch.from_numpy(labels[k])) for k in ATTRIBUTES)
         optimizer.zero_grad(set_to_none=True)
@@ -124,7 +82,7 @@ def train_encoder(args: argparse.Namespace) -> None:
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.state_dict()}
-            _save_checkpoint(work / "checkpoint.pt", {**state, "step": step + 1})
+            save_checkpoint(work / "checkpoint.pt", {**state, "step": step + 1})
     # BatchNorm statistics were tracked on the raw weights; recompute them for the EMA weights.
     ema.copy_to()
     model.train()
@@ -165,9 +123,9 @@ def train_generator(args: argparse.Namespace) -> None:
     modules = [unet, text_encoder]
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    ema = _EMA(modules, decay=args.ema)
+    ema = EMA(modules, decay=args.ema)
     start = 0
-    checkpoint = _load_checkpoint(work / "checkpoint.pt")
+    checkpoint = load_checkpoint(work / "checkpoint.pt")
     if checkpoint is not None:
         unet.load_state_dict(checkpoint["unet"])
         text_encoder.load_state_dict(checkpoint["text_encoder"])
@@ -190,7 +148,7 @@ def train_generator(args: argparse.Namespace) -> None:
         s = (1 - alphas[t]).sqrt().view(-1, 1, 1, 1)
         target = a * noise - s * x0
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * _lr_factor(step, args.steps, 200)
+            group["lr"] = args.lr * lr_factor(step, args.steps, 200)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             pred = unet(a * x0 + s * noise, t, encoder_hidden_states=text_encoder(ids)).sample
         loss = F.mse_loss(pred.float(), target)
@@ -204,7 +162,7 @@ def train_generator(args: argparse.Namespace) -> None:
         if done % args.checkpoint_every == 0 or done == args.steps:
             state = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict()}
             state.update(optimizer=optimizer.state_dict(), ema=ema.state_dict(), step=done)
-            _save_checkpoint(work / "checkpoint.pt", state)
+            save_checkpoint(work / "checkpoint.pt", state)
         if done % args.sample_every == 0 or done == args.steps:
             _write_samples(unet, text_encoder, ema, work / f"samples_{done:06d}.png", args.seed)
     ema.copy_to()
@@ -215,11 +173,11 @@ def train_generator(args: argparse.Namespace) -> None:
 
 def export_generator(args: argparse.Namespace) -> None:
     """Write the EMA weights of the checkpoint in ``--work`` as a pipeline folder (e.g. mid-training)."""
-    checkpoint = _load_checkpoint(Path(args.work) / "checkpoint.pt")
+    checkpoint = load_checkpoint(Path(args.work) / "checkpoint.pt")
     if checkpoint is None:
         raise SystemExit(f"no checkpoint in {args.work}")
     unet, text_encoder = build_unet(), AttributeTextEncoder()
-    ema = _EMA([unet, text_encoder], decay=0.0)
+    ema = EMA([unet, text_encoder], decay=0.0)
     ema.load_state_dict(checkpoint["ema"])
     ema.copy_to()
     ShapesPipeline(unet=unet, text_encoder=text_encoder, scheduler=build_scheduler()).to(torch.float16).save_pretrained(
@@ -228,7 +186,7 @@ def export_generator(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} (EMA at step {checkpoint['step']})")
 
 
-def _write_samples(unet, text_encoder, ema: _EMA, path: Path, seed: int) -> None:
+def _write_samples(unet, text_encoder, ema: EMA, path: Path, seed: int) -> None:
     """Sample the EMA weights on the grid prompts without disturbing the training weights."""
     backup = [p.detach().clone() for p in ema.params]
     ema.copy_to()
