@@ -113,3 +113,24 @@ def tiny_sdxl() -> StableDiffusionXLPipeline:
         tokenizer_2=tokenizer(),
         scheduler=_scheduler(),
     )
+
+
+def tiny_digits():
+    """A random unconditional 28x28 grayscale pipeline shaped like the embedded digits model, but tiny."""
+    from edpbrl_plugin.models.digits.pipeline import DigitsPipeline, DigitsUNet, build_scheduler
+
+    torch.manual_seed(0)
+    unet = DigitsUNet(
+        sample_size=28,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=4,
+    )
+    pipe = DigitsPipeline(unet, build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

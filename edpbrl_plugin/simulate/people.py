@@ -1,5 +1,6 @@
-"""Simulated people who look at styled-shapes images: an attribute taste, judged from pixels, answering
-through a B-Pref :class:`~edpbrl_plugin.simulate.teachers.Teacher`, the same path a person's answers take.
+"""Simulated people who look at images: an attribute taste on styled shapes, or a class taste on digits /
+fashion (PAPA's classifier user), judged from pixels, answering through a B-Pref
+:class:`~edpbrl_plugin.simulate.teachers.Teacher`, the same path a person's answers take.
 For evaluation and benchmarks only: the loop never sees a taste or a judge."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..models.digits.judge import ClassJudge, ClassTaste
 from ..models.shapes.judge import AttributeJudge, AttributeTaste
 from .teachers import Teacher
 
@@ -16,14 +18,20 @@ from .teachers import Teacher
 class ImageUser:
     """A simulated person: a taste, a teacher and a judge. Answers pairs, K-sets and like/dislike."""
 
-    taste: AttributeTaste
+    taste: AttributeTaste | ClassTaste
     teacher: Teacher = field(default_factory=lambda: Teacher(beta=2.0))
-    judge: AttributeJudge | None = None
+    judge: AttributeJudge | ClassJudge | None = None
     seed: int = 0
 
     def __post_init__(self):
-        self.judge = self.judge or AttributeJudge()
+        if self.judge is None:
+            self.judge = ClassJudge(self.taste.dataset) if isinstance(self.taste, ClassTaste) else AttributeJudge()
         self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def model(self) -> str:
+        """The embedded model whose images this person judges: "shapes", "digits" or "fashion"."""
+        return self.taste.dataset if isinstance(self.taste, ClassTaste) else "shapes"
 
     def utility(self, images) -> np.ndarray:
         return self.taste.utility(self.judge(images))
@@ -35,10 +43,8 @@ class ImageUser:
 
     def rate(self, images) -> list[str]:
         """Like / dislike each image: liked when it is preferred (utility above the midpoint)."""
-        labels = self.judge(images)
-        utility = self.taste.utility(labels)
-        threshold = self.taste.weight * (len(self.taste.likes) - 0.5) if self.taste.likes else -self.taste.weight / 2
-        return [self.teacher.rate(u, threshold, self.rng) for u in utility]
+        utility = self.taste.utility(self.judge(images))
+        return [self.teacher.rate(u, self.taste.threshold, self.rng) for u in utility]
 
     def share_preferred(self, images) -> float:
         return float(self.taste.preferred(self.judge(images)).mean())
@@ -66,8 +72,18 @@ USER_PRESETS: dict[str, tuple[AttributeTaste, Teacher]] = {
 }
 
 
-def make_user(name: str, seed: int = 0, judge: AttributeJudge | None = None) -> ImageUser:
-    if name not in USER_PRESETS:
-        raise ValueError(f"unknown simulated user {name!r}; choose one of {sorted(USER_PRESETS)}")
-    taste, teacher = USER_PRESETS[name]
+#: PAPA's users on the real-data models (its ``config/default_papa.yaml`` and ``fashion_mnist_epapa.yaml``): a
+#: classifier that likes these classes, answers like / dislike exactly, and ties a pair whose two images are
+#: equally liked.
+CLASS_USER_PRESETS: dict[str, tuple[ClassTaste, Teacher]] = {
+    "papa-digits": (ClassTaste("digits", (1, 4, 7, 9)), Teacher(beta=float("inf"), equal=0.5)),
+    "papa-fashion": (ClassTaste("fashion", (5, 7, 9)), Teacher(beta=float("inf"), equal=0.5)),
+}
+
+
+def make_user(name: str, seed: int = 0, judge: AttributeJudge | ClassJudge | None = None) -> ImageUser:
+    presets = {**USER_PRESETS, **CLASS_USER_PRESETS}
+    if name not in presets:
+        raise ValueError(f"unknown simulated user {name!r}; choose one of {sorted(presets)}")
+    taste, teacher = presets[name]
     return ImageUser(taste, teacher, judge, seed)

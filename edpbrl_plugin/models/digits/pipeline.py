@@ -70,6 +70,8 @@ class DigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     model_cpu_offload_seq = "unet"
     _lora_loadable_modules = ["unet"]
     _callback_tensor_inputs = ["latents"]
+    #: No text encoder: diffusers' LoRA loader looks for one and, finding None, loads only the UNet's adapter.
+    text_encoder = None
 
     def __init__(self, unet: DigitsUNet, scheduler: DDIMScheduler):
         super().__init__()

@@ -77,6 +77,12 @@ class AttributeTaste:
         return (liked == len(self.likes)) & (disliked == 0) & _well_formed(labels)
 
     @property
+    def threshold(self) -> float:
+        """Utility above which the person likes a single image: every liked value (less half a weight), or, for a
+        taste of dislikes only, none of them."""
+        return self.weight * (len(self.likes) - 0.5) if self.likes else -self.weight / 2
+
+    @property
     def name(self) -> str:
         return "-".join(list(self.likes) + [f"not-{v}" for v in self.dislikes])
 

