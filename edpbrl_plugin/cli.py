@@ -129,12 +129,23 @@ def _add_bench(sub) -> None:
     align = which.add_parser("align", help="personalizing the embedded model per human action vs the PAPA loop")
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument(
-        "--users", default=",".join(("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue"))
+        "--model",
+        choices=["shapes", "digits", "fashion"],
+        default="shapes",
+        help="the embedded model: styled shapes, or PAPA's setting (MNIST digits / Fashion-MNIST, unconditional)",
+    )
+    align.add_argument(
+        "--users",
+        default=None,
+        help="comma list (default: blue, star-not-black, blue-outline, noisy-blue, mistaken-blue on shapes; "
+        "papa-digits / papa-fashion on digits / fashion)",
     )
     align.add_argument(
         "--methods",
         default=None,
-        help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, 1e-3)",
+        help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr>; on digits / fashion also papa-full@<lr>, "
+        "epapa-full@<lr>, papa-lora@<lr>, epapa-lora@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, "
+        "1e-3 on shapes; ours, random, papa-full@1e-5 and epapa-full@1e-5 on digits / fashion)",
     )
     align.add_argument("--seeds", type=_count, default=5)
     align.add_argument(
@@ -281,12 +292,12 @@ def main(argv: list[str] | None = None) -> None:
                     **align.QUICK,
                 )
             else:
-                from .simulate.people import USER_PRESETS
-
                 if args.baseline and not Path(args.baseline).is_file():
                     parser.error(f"--baseline {args.baseline}: no such file (give an align_runs.jsonl)")
-
-                users = _names(args.users, list(USER_PRESETS), "simulated user", parser)
+                default_users = align.USERS if args.model == "shapes" else align.MODEL_USERS[args.model]
+                users = _names(
+                    args.users or ",".join(default_users), align.MODEL_USERS[args.model], "simulated user", parser
+                )
                 methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
                 for method in methods or []:
                     try:
@@ -302,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                     budget_minutes=args.budget_minutes,
                     update=_overrides(args.update, parser),
                     baseline=Path(args.baseline) if args.baseline else None,
+                    model=args.model,
                 )
         elif args.bench == "store":
             from .bench import store

@@ -32,7 +32,7 @@ def test_summary_picks_papas_best_rate_and_the_actions_ours_needs_to_match_it():
 def test_an_unknown_align_method_or_user_is_refused_before_anything_runs(tmp_path):
     from edpbrl_plugin.bench.align import run
 
-    for bad in ("papa", "papa@fast", "oursfresh", "papa@-1", "papa@0", "papa@nan"):
+    for bad in ("papa", "papa@fast", "oursfresh", "papa@-1", "papa@0", "papa@nan", "epapa@1e-5", "papa-full"):
         with pytest.raises(ValueError, match="unknown align method"):
             run(tmp_path, users=["blue"], seeds=1, methods=["ours", bad])
     assert not (tmp_path / "align_runs.jsonl").exists()
@@ -75,6 +75,7 @@ def test_each_of_our_align_methods_runs_the_loop_with_its_own_settings(monkeypat
 
     monkeypatch.setattr(align, "run_loop", run_loop)
     settings = {"budget": 2, "per_round": 1, "candidates": 4, "eval_samples": 4, "update": {}, "threads": 1}
+    settings["model"] = "shapes"
     for method in align.OURS_METHODS:
         align._run_job((method, method, 0, settings))  # user = method name, to tell the calls apart
     configs = {user: settings.pop("config") for user, settings in calls.items()}

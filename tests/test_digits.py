@@ -163,3 +163,23 @@ def test_papa_peer_step_lowers_the_error_of_a_liked_image_and_raises_that_of_a_d
         for _ in range(3):
             peer.step(image, label)
         assert (error() < start) if label > 0 else (error() > start)
+
+
+def test_the_alignment_bench_runs_ours_and_the_papa_peer_on_an_unconditional_model(monkeypatch):
+    """``bench align --model digits`` end to end on a tiny random digits pipeline: our loop and EPAPA (full
+    fine-tuning) each produce a curve, a drift and the class-taste quality numbers beside the base."""
+    from edpbrl_plugin.bench import align
+
+    monkeypatch.setattr(align.Bench, "pipeline", lambda self: tiny_digits())
+    bench = align.Bench(eval_samples=4, model="digits", reference_samples=8)
+    assert bench.prompts == [] and align.MODEL_USERS["digits"] == ("papa-digits",)
+    peer = align.run_peer(bench, "papa-digits", 0, budget=4, per_round=2, method="epapa-full@1e-3")
+    assert [p["actions"] for p in peer["curve"]] == [0, 2, 4] and peer["curve"][-1]["drift"] > 0
+    quality, base = peer["quality"], peer["base_quality"]
+    assert set(quality["variety"]) == {"liked class"} and 0.0 <= quality["liked_class_min"] <= 1.0
+    assert base["win_rate"] == 0.5 and "adherence" not in quality
+    config = UpdateConfig(steps=2, batch_size=2, distill_samples=8, distill_min_ess=2, eval_samples=2, seed=0)
+    ours = align.run_loop(bench, "papa-digits", 0, budget=4, per_round=2, candidates=4, config=config)
+    assert [p["actions"] for p in ours["curve"]] == [0, 2, 4] and ours["quality"]["well_formed"] >= 0.0
+    with pytest.raises(ValueError, match="for model digits"):
+        align.run(None, users=["blue"], seeds=1, methods=["ours"], model="digits")

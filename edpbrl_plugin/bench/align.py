@@ -12,7 +12,10 @@ Simulated users with hidden attribute tastes judge what they see (encoder + pixe
   action, as in ED-PBRL's K-way queries): a pick among four carries more than a pair, and four random base
   samples hold a liked one far more often than two, so a teacher without a "tie" answer flips fewer coins;
 * ``papa@<lr>``: the PAPA loop: like/dislike on every sample shown, their signed ELBO-weighted loss with
-  the base pull, learning rate from a small grid (every grid point is run and reported).
+  the base pull, learning rate from a small grid (every grid point is run and reported);
+* ``papa-full@<lr>``, ``epapa-full@<lr>``, ``papa-lora@<lr>``, ``epapa-lora@<lr>``: PAPA and EPAPA as their code
+  runs them (:mod:`~edpbrl_plugin.bench.peers.papa`: full fine-tuning or a LoRA, raw ELBO weights), on the
+  real-data models (``--model digits|fashion``), PAPA's own setting.
 
 One pair answer = one like/dislike label = one action. "Share preferred" = the fraction of fresh
 samples (fixed evaluation seeds) that are well formed and carry every liked value and no disliked one,
@@ -20,6 +23,9 @@ judged by the encoder, pixels and the form judge, never by the learned reward. A
 run's model is also measured against the base model (:mod:`~edpbrl_plugin.simulate.evaluation`): win rate
 on paired samples, well-formed rate, prompt adherence, variety of what the user is indifferent to, and
 fidelity. Runs are resumable (``align_runs.jsonl``).
+
+``model``: ``shapes`` (the styled-shapes model, attribute tastes, prompts) or ``digits`` / ``fashion`` (the
+unconditional MNIST / Fashion-MNIST models, PAPA's class tastes judged by the classifier, no prompts).
 """
 
 from __future__ import annotations
@@ -37,14 +43,34 @@ import torch
 from ..imaging import save_grid
 from ..loop.loop import PersonalizationLoop
 from ..loop.session import PersonalizationSession
+from ..models.digits import DigitsEncoder
+from ..models.digits import load_pipeline as load_class_pipeline
+from ..models.digits.judge import ClassJudge
 from ..models.shapes import AttributeJudge, EmbeddedEncoder
 from ..models.shapes.weights import load_pipeline
 from ..simulate.evaluation import PROMPT_SEED, Reference, compare, random_prompts
-from ..simulate.people import USER_PRESETS, make_user
+from ..simulate.people import CLASS_USER_PRESETS, USER_PRESETS, make_user
 from ..tuning.updater import UpdateConfig
 from .common import environment, mean_ci, write_json
+from .peers.papa import PapaPeer
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
+MODELS = ("shapes", "digits", "fashion")
+#: The simulated people of each model (``--users`` must be among them).
+MODEL_USERS = {
+    "shapes": tuple(USER_PRESETS),
+    **{
+        model: tuple(n for n, (taste, _) in CLASS_USER_PRESETS.items() if taste.dataset == model)
+        for model in MODELS[1:]
+    },
+}
+#: The faithful PAPA peer's variants: (trainable weights, EPAPA's first tuned timestep).
+PEER_METHODS = {
+    "papa-full": ("full", 0),
+    "epapa-full": ("full", 400),
+    "papa-lora": ("lora", 0),
+    "epapa-lora": ("lora", 400),
+}
 EASY_USERS = ("blue",)
 PAPA_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
 QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest final share, 5 seeds at 3e-5 vs seed 0 at the others (align_runs.jsonl)
@@ -65,24 +91,45 @@ OURS_METHODS: dict[str, dict] = {
 class Bench:
     """Shared state of one benchmark process: encoder, judge and evaluation settings."""
 
-    def __init__(self, eval_samples: int = 64, prompt: str = "", prompted_samples: int = 64):
-        self.encoder = EmbeddedEncoder()
-        self.judge = AttributeJudge(self.encoder)
+    def __init__(
+        self,
+        eval_samples: int = 64,
+        prompt: str = "",
+        prompted_samples: int = 64,
+        model: str = "shapes",
+        reference_samples: int = 1024,
+    ):
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+        self.model = model
+        if model == "shapes":
+            self.encoder = EmbeddedEncoder()
+            self.judge = AttributeJudge(self.encoder)
+            self.prompts, self.wanted = random_prompts(prompted_samples, PROMPT_SEED)
+        else:  # unconditional: no prompts to follow
+            self.encoder = DigitsEncoder(model)
+            self.judge = ClassJudge(model, encoder=self.encoder)
+            self.prompts, self.wanted = [], []
         self.eval_samples = eval_samples
+        self.reference_samples = reference_samples
         self.prompt = prompt
-        self.prompts, self.wanted = random_prompts(prompted_samples, PROMPT_SEED)
         self._base: dict[int, tuple[dict, np.ndarray]] = {}  # judged base samples, by EPAPA's min timestep
         self._base_prompted: dict[int, dict] = {}
         self._reference: Reference | None = None
 
-    def quality(self, loop: PersonalizationLoop, user, images: np.ndarray) -> tuple[dict, dict]:
-        """The tuned model (whose evaluation samples are ``images``) and the base model, side by side."""
+    def pipeline(self):
+        """A fresh copy of this benchmark's base model."""
+        return load_pipeline() if self.model == "shapes" else load_class_pipeline(self.model)
+
+    def quality(self, loop, user, images: np.ndarray) -> tuple[dict, dict]:
+        """The tuned model (whose evaluation samples are ``images``) and the base model, side by side. ``loop``: a
+        :class:`PersonalizationLoop` or the PAPA peer (``pipe``, ``min_timestep``, ``images``)."""
         if self._reference is None:
-            self._reference = Reference.sample(loop.pipe, self.judge)
+            self._reference = Reference.sample(loop.pipe, self.judge, self.reference_samples)
         base_labels, base_images = self._base[loop.min_timestep]
         if loop.min_timestep not in self._base_prompted:
             raise RuntimeError("Bench.quality needs the base model's prompted samples: call it with base=True first")
-        prompted = self.judge(loop.images(len(self.prompts), PROMPT_SEED, self.prompts))
+        prompted = self.judge(loop.images(len(self.prompts), PROMPT_SEED, self.prompts)) if self.prompts else None
         base = (base_images, base_labels)
         tuned = compare(user.taste, (images, self.judge(images)), base, prompted, self.wanted, self._reference)
         base_side = compare(
@@ -90,13 +137,15 @@ class Bench:
         )
         return tuned, base_side
 
-    def evaluate(self, loop: PersonalizationLoop, user, base: bool = False) -> tuple[dict, np.ndarray]:
+    def evaluate(self, loop, user, base: bool = False) -> tuple[dict, np.ndarray]:
         """Share preferred and mean utility of the loop's model on the fixed evaluation seeds (the same sampler
         and seeds before and after every update, so the base point is the model the first update starts from).
 
         ``base``: the loop's model is still the base model; its samples are the same in every run, so they are
         sampled and judged once per process.
         """
+        if base and self._reference is None:  # before any training: a fully fine-tuned peer has no adapter to turn off
+            self._reference = Reference.sample(loop.pipe, self.judge, self.reference_samples)
         if base and loop.min_timestep in self._base:
             labels, images = self._base[loop.min_timestep]
         else:
@@ -104,10 +153,10 @@ class Bench:
             labels = self.judge(images)
             if base:
                 self._base[loop.min_timestep] = labels, images
-                prompted = loop.images(len(self.prompts), PROMPT_SEED, self.prompts)
-                self._base_prompted[loop.min_timestep] = self.judge(prompted)
+                prompted = loop.images(len(self.prompts), PROMPT_SEED, self.prompts) if self.prompts else None
+                self._base_prompted[loop.min_timestep] = None if prompted is None else self.judge(prompted)
         taste = user.taste
-        broken = -taste.weight * (len(taste.likes) + len(taste.dislikes) + 1)  # below any well-formed image
+        broken = -taste.weight * (len(taste.likes) + len(getattr(taste, "dislikes", ())) + 1)  # below any formed image
         return {
             "share": float(taste.preferred(labels).mean()),
             "utility": float(np.maximum(taste.utility(labels), broken).mean()),
@@ -137,7 +186,7 @@ def run_loop(
         session = PersonalizationSession(Path(tmp) / "store.db", "bench", encoder=bench.encoder, strategy=strategy)
         loop = PersonalizationLoop(
             session,
-            load_pipeline(),
+            bench.pipeline(),
             config,
             [bench.prompt],
             k=k,
@@ -179,6 +228,47 @@ def run_loop(
     }
 
 
+class _PeerRun:
+    """The PAPA peer seen by :class:`Bench` as a loop: its pipeline, EPAPA's gate and its samples."""
+
+    def __init__(self, peer: PapaPeer):
+        self.peer, self.pipe, self.min_timestep = peer, peer.pipe, peer.k
+
+    def images(self, n: int, seed: int, prompts=None) -> np.ndarray:
+        return self.peer.images(n, seed)
+
+
+def run_peer(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, method: str, quality: bool = True):
+    """One run of the faithful PAPA peer (``<variant>@<learning rate>``) until ``budget`` like/dislike labels."""
+    variant, rate = method.split("@")
+    trainable, k = PEER_METHODS[variant]
+    user = make_user(user_name, seed=seed, judge=bench.judge)
+    peer = PapaPeer(bench.pipeline(), trainable=trainable, learning_rate=float(rate), epapa_k=k, seed=seed)
+    run = _PeerRun(peer)
+    point, images = bench.evaluate(run, user, base=True)
+    curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
+    actions, round_ = 0, 0
+    while actions < budget:
+        round_ += 1
+        n = min(per_round, budget - actions)
+        started = time.perf_counter()
+        peer.round(user.rate, n, seed * 1_000_003 + round_ * n)
+        actions += n
+        drift = peer.drift()
+        updates.append({"actions": actions, "steps": n, "seconds": time.perf_counter() - started, "drift": drift})
+        point, images = bench.evaluate(run, user)
+        curve.append({"actions": actions, **point, "drift": drift})
+    quality_, base_quality = bench.quality(run, user, images) if quality else (None, None)
+    return {
+        "curve": curve,
+        "updates": updates,
+        "before": first_images,
+        "after": images,
+        "quality": quality_,
+        "base_quality": base_quality,
+    }
+
+
 def papa_config(seed: int, learning_rate: float) -> UpdateConfig:
     """PAPA as its paper runs it: its loss and base pull only, no early stopping, no drift cap."""
     return UpdateConfig(
@@ -195,7 +285,7 @@ def _run_job(job: tuple) -> dict:
     user, method, seed, settings = job
     torch.set_num_threads(settings["threads"])
     if _BENCH is None:
-        _BENCH = Bench(eval_samples=settings["eval_samples"])
+        _BENCH = Bench(eval_samples=settings["eval_samples"], model=settings["model"])
     start = time.perf_counter()
     if method in OURS_METHODS:
         variant = dict(OURS_METHODS[method])
@@ -210,6 +300,8 @@ def _run_job(job: tuple) -> dict:
             config=config,
             **variant,
         )
+    elif method.split("@")[0] in PEER_METHODS:
+        result = run_peer(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], method)
     else:
         config = papa_config(seed, float(method.split("@")[1]))
         result = run_loop(
@@ -224,6 +316,7 @@ def _run_job(job: tuple) -> dict:
         "updates": result["updates"],
         "seconds": time.perf_counter() - start,
         "update": settings["update"],
+        "model": settings["model"],
         "quality": result["quality"],
         "base_quality": result["base_quality"],
         "before": result["before"][:32],
@@ -246,6 +339,7 @@ def run(
     budget_minutes: float | None = None,
     update: dict | None = None,
     baseline: Path | None = None,
+    model: str = "shapes",
 ) -> dict:
     """Run every (user, method, seed) of ``methods`` not yet in ``align_runs.jsonl``, then summarise, plot and print.
 
@@ -255,19 +349,25 @@ def run(
     minutes (running ones finish; run again to resume). ``update``: :class:`UpdateConfig` overrides for our
     methods (a study of the loop's settings; such runs need their own ``out``). ``baseline``: another
     ``align_runs.jsonl`` whose final shares are printed beside these, with whether each mean lies inside the
-    baseline's 95% interval.
+    baseline's 95% interval. ``model``: which embedded model (``MODELS``); ``users`` must be its people.
     """
-    methods = sorted(methods or ["ours", "random"] + [f"papa@{lr:g}" for lr in PAPA_LRS], key=check_method)
-    if unknown := [u for u in users if u not in USER_PRESETS]:
-        raise ValueError(f"unknown simulated user(s) {unknown}; choose from {sorted(USER_PRESETS)}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {MODELS}")
+    default = [f"papa@{lr:g}" for lr in PAPA_LRS] if model == "shapes" else ["papa-full@1e-05", "epapa-full@1e-05"]
+    methods = sorted(methods or ["ours", "random"] + default, key=check_method)
+    if unknown := [u for u in users if u not in MODEL_USERS[model]]:
+        raise ValueError(
+            f"unknown simulated user(s) {unknown} for model {model}; choose from {list(MODEL_USERS[model])}"
+        )
     update = dict(update or {})
     UpdateConfig(**update)  # bad overrides fail before any run
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "align_runs.jsonl"
     runs = _read_runs(runs_path)
-    if mixed := {r["key"] for r in runs.values() if r.get("update", {}) != update}:
+    if mixed := {r["key"] for r in runs.values() if r.get("update", {}) != update or r.get("model", "shapes") != model}:
         raise ValueError(
-            f"{runs_path} holds runs with other update settings ({sorted(mixed)[0]}, ...); use another --out"
+            f"{runs_path} holds runs with other update settings or another model ({sorted(mixed)[0]}, ...); "
+            "use another --out"
         )
     settings = {
         "budget": budget,
@@ -278,6 +378,7 @@ def run(
         "eval_samples": eval_samples,
         "update": update,
         "threads": max(1, (os.cpu_count() or 1) // workers),
+        "model": model,
     }
     jobs = [(u, m, s, settings) for u in users for s in range(seeds) for m in methods if f"{u}|{m}|{s}" not in runs]
     print(f"{len(runs)} runs already done, {len(jobs)} to run on {workers} worker(s)", flush=True)
@@ -372,6 +473,8 @@ def format_quality(quality: dict) -> str:
     floor = quality.get("fidelity_floor")
     if floor:
         lines[-1] += f", floor {floor['quality']['mean']:.2f}"
+    if entry := quality.get("liked_class_min"):
+        lines.append(f"rarest liked class (fraction of preferred) {cell(entry['quality'])}")
     for key, label in (("adherence", "adherence"), ("variety", "variety TV")):
         entry = quality.get(key)
         if entry:
@@ -406,20 +509,22 @@ def format_comparison(summary: dict, baseline: dict) -> str:
 
 
 def check_method(method: str) -> tuple:
-    """A method's sort key, which also checks its name: our variants in ``OURS_METHODS`` order, then the PAPA grid by learning rate."""
+    """A method's sort key, which also checks its name: our variants in ``OURS_METHODS`` order, then each PAPA
+    family (``papa``, then the faithful peer's ``PEER_METHODS``) by learning rate."""
+    if method in OURS_METHODS:
+        return list(OURS_METHODS).index(method), 0, 0.0
+    family, _, rate = method.partition("@")
+    families = ["papa", *PEER_METHODS]
     try:
-        rank, rate = (
-            (len(OURS_METHODS), float(method.removeprefix("papa@")))
-            if method.startswith("papa@")
-            else (list(OURS_METHODS).index(method), 0.0)
-        )
+        value = float(rate)
     except ValueError:
-        rank, rate = None, 0.0
-    if rank is None or (rank == len(OURS_METHODS) and not rate > 0):
+        value = 0.0
+    if family not in families or not value > 0:
         raise ValueError(
-            f"unknown align method {method!r}: use {', '.join(OURS_METHODS)} or papa@<learning rate>, e.g. papa@3e-5"
+            f"unknown align method {method!r}: use {', '.join(OURS_METHODS)} or <papa family>@<learning rate> "
+            f"with a family among {', '.join(families)}, e.g. papa@3e-5 or epapa-full@1e-5"
         )
-    return rank, rate
+    return len(OURS_METHODS), families.index(family), value
 
 
 def summarise(runs: list[dict], methods: list[str]) -> dict:
@@ -446,7 +551,7 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
             }
             if all("quality" in r for r in rows):
                 per_method[method]["quality"] = summarise_quality(rows)
-        papa = {m: v for m, v in per_method.items() if m.startswith("papa")}
+        papa = {m: v for m, v in per_method.items() if m.split("@")[0] in ("papa", *PEER_METHODS)}
         if papa:
             best = max(papa, key=lambda m: papa[m]["share"]["mean"][-1])
             per_method["papa_best"] = best
@@ -486,7 +591,7 @@ def summarise_quality(rows: list[dict]) -> dict:
                 out[side] = mean_ci(values, bounds=bounds)
         return out
 
-    keys = ("share", "well_formed", "well_formed_prompted", "win_rate", "fidelity", "fidelity_floor")
+    keys = ("share", "well_formed", "well_formed_prompted", "win_rate", "fidelity", "fidelity_floor", "liked_class_min")
     summary = {key: scalars(key) for key in keys + ("adherence", "variety")}
     summary["win_rate_below_half"] = int(sum(r["quality"]["win_rate"] < 0.5 for r in rows))
     return summary

@@ -12,6 +12,11 @@ measured on fixed seeds against the base model on the same seeds:
   model's distribution of its values and that of the base model's preferred samples;
 * ``fidelity``: the Fréchet distance, on the attribute encoder's embedding, between tuned samples and the
   base model's preferred samples, beside its floor: the same distance between two sets of base samples.
+
+On the real-data models (digits, fashion: a class taste, no prompts) the judge is the classifier, fidelity uses
+its embedding, ``variety`` is the distance between the liked classes' mix among the tuned model's preferred
+samples and among the base's, and ``liked_class_min`` is the rarest liked class's fraction of the tuned model's
+preferred samples (do all liked digits survive?).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from ..models.digits.judge import ClassJudge, ClassTaste
 from ..models.shapes import EmbeddedEncoder
 from ..models.shapes.judge import WELL_FORMED, AttributeJudge, AttributeTaste
 from ..models.shapes.shapes import ATTRIBUTES
@@ -82,25 +88,28 @@ class Reference:
     """The base model's side of every comparison, sampled once: ``n`` unconditional reference samples (two
     halves, for the fidelity floor), the paired evaluation samples and the prompted samples."""
 
-    judge: AttributeJudge
+    judge: AttributeJudge | ClassJudge
     embedder: EmbeddedEncoder
     labels: dict[str, np.ndarray]
     embeddings: np.ndarray
 
     @classmethod
-    def sample(cls, pipe, judge: AttributeJudge, n: int = 1024, **sampling) -> Reference:
+    def sample(cls, pipe, judge: AttributeJudge | ClassJudge, n: int = 1024, **sampling) -> Reference:
         key = pool_key(pipe, [""], REFERENCE_SEED, {"n": n, "purpose": "reference", **sampling})
         seeds = range(REFERENCE_SEED, REFERENCE_SEED + n)
         images = cached_pool(key, lambda: sample_images(pipe, [""] * n, seeds, adapters=False))  # the base model
-        embedder = EmbeddedEncoder("embedding", batch_size=judge.encoder.batch_size)
+        if isinstance(judge, ClassJudge):
+            embedder = judge.encoder  # the classifier's (normalised) embedding
+        else:
+            embedder = EmbeddedEncoder("embedding", batch_size=judge.encoder.batch_size)
         return cls(judge, embedder, judge(images), embedder.encode(images))
 
-    def preferred(self, taste: AttributeTaste) -> np.ndarray:
+    def preferred(self, taste: AttributeTaste | ClassTaste) -> np.ndarray:
         return taste.preferred(self.labels)
 
 
 def compare(
-    taste: AttributeTaste,
+    taste: AttributeTaste | ClassTaste,
     tuned: tuple[np.ndarray, dict[str, np.ndarray]],
     base: tuple[np.ndarray, dict[str, np.ndarray]],
     prompted: dict[str, np.ndarray] | None = None,
@@ -128,12 +137,21 @@ def compare(
         half = len(preferred) // 2
         first, second = np.flatnonzero(preferred[:half]), half + np.flatnonzero(preferred[half:])
         embedding = reference.embedder.encode(tuned_images)
-        named = {n for value in taste.likes + taste.dislikes for n, values in ATTRIBUTES.items() if value in values}
-        result["variety"] = {
-            name: total_variation(tuned_labels[name][formed], reference.labels[name][preferred], len(ATTRIBUTES[name]))
-            for name in JUDGED
-            if name not in named
-        }
+        if isinstance(taste, ClassTaste):
+            liked = tuned_labels["class"][taste.preferred(tuned_labels)]
+            n_classes = len(reference.judge.encoder.classes)
+            result["variety"] = {"liked class": total_variation(liked, reference.labels["class"][preferred], n_classes)}
+            counts = np.array([(liked == c).sum() for c in taste.likes])
+            result["liked_class_min"] = float(counts.min() / counts.sum()) if counts.sum() else 0.0
+        else:
+            named = {n for value in taste.likes + taste.dislikes for n, values in ATTRIBUTES.items() if value in values}
+            result["variety"] = {
+                name: total_variation(
+                    tuned_labels[name][formed], reference.labels[name][preferred], len(ATTRIBUTES[name])
+                )
+                for name in JUDGED
+                if name not in named
+            }
         result["fidelity"] = frechet_distance(embedding, reference.embeddings[second])
         result["fidelity_floor"] = frechet_distance(
             reference.embeddings[first[: len(embedding)]], reference.embeddings[second]
