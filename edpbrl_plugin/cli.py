@@ -75,6 +75,16 @@ def _names(text: str, known, what: str, parser: argparse.ArgumentParser) -> list
     return names
 
 
+def _check_model(model: str, parser: argparse.ArgumentParser) -> None:
+    """A real-data model's shipped weights are here, or a one-line error saying how to train them."""
+    from .models.digits.weights import check_shipped
+
+    try:
+        check_shipped(model)
+    except FileNotFoundError as error:
+        parser.error(f"--model {model}: {error}")
+
+
 def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (JSON + plots, seeds and confidence intervals)")
     which = bench.add_subparsers(dest="bench", required=True)
@@ -178,7 +188,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"edpbrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the personalization loop on the embedded model (offline)")
-    demo.add_argument("--user", default="blue-outline", help="simulated user (see --list-users)")
+    demo.add_argument(
+        "--model",
+        choices=["shapes", "digits", "fashion"],
+        default="shapes",
+        help="the embedded model: styled shapes (prompts), or PAPA's setting: unconditional MNIST digits / Fashion-MNIST",
+    )
+    demo.add_argument(
+        "--user",
+        default=None,
+        help="simulated user (see --list-users; default: blue-outline, or papa-digits / papa-fashion)",
+    )
     demo.add_argument("--interactive", action="store_true", help="answer yourself in the terminal")
     demo.add_argument("--rounds", type=_count, default=3)
     demo.add_argument("--questions", type=_count, default=10, help="questions per round")
@@ -199,10 +219,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .learning._validation import check_query_size
-        from .simulate.people import USER_PRESETS
+        from .simulate.people import CLASS_USER_PRESETS, USER_PRESETS
 
+        if args.model == "shapes":
+            users = list(USER_PRESETS)
+        else:
+            users = [n for n, (taste, _) in CLASS_USER_PRESETS.items() if taste.dataset == args.model]
+            if args.prompt or args.generator:
+                parser.error(
+                    f"--model {args.model} is unconditional and ships its own weights: drop --prompt / --generator"
+                )
+        args.user = args.user or ("blue-outline" if args.model == "shapes" else users[0])
         if not args.interactive and not args.list_users:
-            _names(args.user, list(USER_PRESETS), "simulated user", parser)
+            _names(args.user, users, "simulated user", parser)
+        if args.model != "shapes" and not args.list_users:
+            _check_model(args.model, parser)
         try:
             check_query_size(args.k, args.candidates, name="--k")
         except ValueError as error:
@@ -211,6 +242,10 @@ def main(argv: list[str] | None = None) -> None:
             for name, (taste, teacher) in USER_PRESETS.items():
                 print(
                     f"{name:16} likes {', '.join(taste.likes) or '-'}; dislikes {', '.join(taste.dislikes) or '-'}; {teacher}"
+                )
+            for name, (taste, teacher) in CLASS_USER_PRESETS.items():
+                print(
+                    f"{name:16} (--model {taste.dataset}) likes classes {', '.join(map(str, taste.likes))}; {teacher}"
                 )
             return
         from .demo import run_demo
@@ -226,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             interactive=args.interactive,
             generator=args.generator,
             k=args.k,
+            model=args.model,
         )
     elif args.command == "bench":
         out = Path(args.out)
@@ -264,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                 check_available(args.model)
             except RuntimeError as error:
                 parser.error(f"bench digits --model {args.model}: {error}")
+            _check_model(args.model, parser)
             digits.run(out, dataset=args.model, n_samples=args.samples, seed=args.seed)
         elif args.bench == "judge":
             from .bench import judge
@@ -304,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
                         align.check_method(method)
                     except ValueError as error:
                         parser.error(str(error))
+                if args.model != "shapes":
+                    _check_model(args.model, parser)
                 align.run(
                     out,
                     users=users,

@@ -1,4 +1,5 @@
-"""``edpbrl demo``: the whole personalization loop on the embedded model, offline.
+"""``edpbrl demo``: the whole personalization loop on an embedded model, offline: the styled-shapes model
+(default), or PAPA's setting, the unconditional MNIST digits / Fashion-MNIST models (``--model digits``).
 
 Each round samples candidates, asks the most informative questions (Fisher design), records the
 answers in the store (a simulated user by default, or you in the terminal with ``--interactive``),
@@ -21,6 +22,9 @@ from .learning.metrics import choice_accuracy
 from .loop.loop import PersonalizationLoop
 from .loop.session import PersonalizationSession
 from .loop.versions import write_lora
+from .models.digits import DigitsEncoder
+from .models.digits import load_pipeline as load_class_pipeline
+from .models.digits.judge import ClassJudge
 from .models.shapes import AttributeJudge, EmbeddedEncoder, load_shapes_pipeline
 from .simulate.evaluation import PROMPT_SEED, adherence, compare, random_prompts
 from .simulate.people import make_user
@@ -44,18 +48,27 @@ def run_demo(
     update: UpdateConfig | None = None,
     generator: str | Path | None = None,
     k: int = 2,
+    model: str = "shapes",
 ) -> dict:
     """Run the loop; ``k`` options per question (2: A/B with "tie"; 4: pick the best of four, which keeps
-    teachers who answer at random on equal pairs from teaching noise, see the README's alignment benchmark)."""
+    teachers who answer at random on equal pairs from teaching noise, see the README's alignment benchmark).
+    ``model``: "shapes" (prompts, attribute tastes) or "digits" / "fashion" (unconditional: no prompt; PAPA's
+    users, judged by the classifier)."""
     check_query_size(k, candidates_per_round)  # before minutes of loading and sampling, not after
+    if model != "shapes" and (prompt or generator):
+        raise ValueError(f"the {model} model is unconditional and ships its own weights: no prompt or generator")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timings: dict[str, float] = {"sample": 0.0, "select": 0.0, "answer": 0.0, "update": 0.0, "evaluate": 0.0}
     torch.manual_seed(seed)
-    pipe = load_shapes_pipeline(generator) if generator else load_shapes_pipeline()
-    encoder = EmbeddedEncoder()
-    judge = AttributeJudge(encoder)
+    if model == "shapes":
+        pipe = load_shapes_pipeline(generator) if generator else load_shapes_pipeline()
+        encoder = EmbeddedEncoder()
+        judge = AttributeJudge(encoder)
+    else:
+        pipe, encoder = load_class_pipeline(model), DigitsEncoder(model)
+        judge = ClassJudge(model, encoder=encoder)
     person = None if interactive else make_user(user, seed=seed, judge=judge)
     store_path = out / "store.db"
     session_id = f"demo-{'you' if interactive else user}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -66,8 +79,8 @@ def run_demo(
 
     t = time.perf_counter()
     before = loop.images(eval_samples, EVAL_SEED)
-    prompts, wanted = random_prompts(PROMPTED_SAMPLES, PROMPT_SEED)
-    before_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts))
+    prompts, wanted = random_prompts(PROMPTED_SAMPLES, PROMPT_SEED) if model == "shapes" else ([], [])
+    before_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts)) if prompts else None
     timings["evaluate"] += time.perf_counter() - t
     save_grid(before[:64], out / "before.png", columns=8)
     # The base model's evaluation samples are held out (no question shows them): the reward model's accuracy
@@ -139,7 +152,7 @@ def run_demo(
         after = before
     save_grid(after[:64], out / "after.png", columns=8)
     t = time.perf_counter()
-    after_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts))
+    after_prompted = judge(loop.images(len(prompts), PROMPT_SEED, prompts)) if prompts else None
     model = _model_report(person, judge, before, after, before_prompted, after_prompted, wanted)
     timings["evaluate"] += time.perf_counter() - t
     paths = write_lora(
@@ -206,8 +219,9 @@ def _model_report(person, judge, before, after, before_prompted, after_prompted,
             "after": {"well_formed": float(after_labels["well_formed"].mean())},
         }
         for side, prompted in (("before", before_prompted), ("after", after_prompted)):
-            sides[side]["adherence"] = adherence(prompted, wanted)
-            sides[side]["well_formed_prompted"] = float(prompted["well_formed"].mean())
+            if prompted is not None:
+                sides[side]["adherence"] = adherence(prompted, wanted)
+                sides[side]["well_formed_prompted"] = float(prompted["well_formed"].mean())
         return sides
     base = (before, base_labels)
     return {
@@ -227,7 +241,7 @@ def _format_model_report(model: dict) -> str:
     ):
         if key in after:
             lines.append(f"  {label:30} {before[key]:.2f} -> {after[key]:.2f}")
-    for name, value in after["adherence"].items():
+    for name, value in after.get("adherence", {}).items():
         lines.append(f"  {'prompt adherence: ' + name:30} {before['adherence'][name]:.2f} -> {value:.2f}")
     return "\n".join(lines)
 

@@ -22,6 +22,10 @@ from edpbrl_plugin.cli import main
         (["bench", "queries", "--settings", "Z"], "unknown setting Z; choose from A, B"),
         (["bench", "update", "--settings", "default;bogus=1"], "--settings: bad update setting 'bogus=1'"),
         (["bench", "update", "--settings", "steps=0"], "--settings: steps and batch_size must be >= 1"),
+        (["demo", "--model", "digits", "--prompt", "a seven"], "--model digits is unconditional"),
+        (["demo", "--model", "digits", "--user", "blue"], "unknown simulated user blue; choose from papa-digits"),
+        (["bench", "align", "--model", "digits", "--users", "blue"], "choose from papa-digits"),
+        (["bench", "align", "--model", "digits", "--methods", "epapa@1e-5"], "unknown align method 'epapa@1e-5'"),
     ],
 )
 def test_a_bad_argument_value_exits_2_with_one_error_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -38,3 +42,14 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"edpbrl {__version__}"
+
+
+def test_a_real_data_model_without_its_weights_exits_2_saying_how_to_train_them(capsys, tmp_path, monkeypatch):
+    from edpbrl_plugin.models.digits import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "none")
+    for argv in (["demo", "--model", "fashion"], ["bench", "align", "--model", "digits", "--seeds", "1"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "models.digits.train generator --dataset" in err and "Traceback" not in err

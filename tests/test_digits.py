@@ -107,6 +107,17 @@ def test_shipped_digits_classifier_meets_its_bar_on_held_out_mnist():
     assert features.shape == (8, 64) and np.allclose(np.linalg.norm(features, axis=1), 1.0)
 
 
+def test_shipped_fashion_classifier_meets_its_bar_on_the_fashion_mnist_test_set():
+    from edpbrl_plugin.models.digits.data import FASHION_DIR, load_split
+    from edpbrl_plugin.models.digits.features import DigitsEncoder
+
+    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST comes from the Debian package dataset-fashion-mnist, not installed here")
+    images, labels = load_split("fashion", "test")
+    rgb = np.repeat(images[..., None] / 255.0, 3, axis=-1)
+    assert (DigitsEncoder("fashion").predict_classes(rgb) == labels).mean() >= 0.90
+
+
 def test_loading_a_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
     from edpbrl_plugin.models.digits import weights
 

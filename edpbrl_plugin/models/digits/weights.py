@@ -29,7 +29,7 @@ def classifier_dir(dataset: str) -> Path:
     return WEIGHTS_DIR / dataset / "classifier"
 
 
-def _load(dataset: str, folder: Path, required: list[str], loader, what: str):
+def _check_files(dataset: str, folder: Path, required: list[str], what: str) -> None:
     if dataset not in CLASS_NAMES:
         raise ValueError(f"unknown embedded model {dataset!r}; choose one of {sorted(CLASS_NAMES)}")
     for name in required:
@@ -39,6 +39,16 @@ def _load(dataset: str, folder: Path, required: list[str], loader, what: str):
                 f"embedded weight file {path} is missing or empty; reinstall edpbrl or retrain it with "
                 f"`python -m edpbrl_plugin.models.digits.train {what} --dataset {dataset}`"
             )
+
+
+def check_shipped(dataset: str) -> None:
+    """Raise (``FileNotFoundError`` saying how to get them) unless ``dataset``'s generator and classifier are here."""
+    _check_files(dataset, generator_dir(dataset), _GENERATOR_FILES, "generator")
+    _check_files(dataset, classifier_dir(dataset), _CLASSIFIER_FILES, "classifier")
+
+
+def _load(dataset: str, folder: Path, required: list[str], loader, what: str):
+    _check_files(dataset, folder, required, what)
     try:
         return loader(folder)
     except Exception as error:  # safetensors / json errors: name the folder, never fall back to random weights
