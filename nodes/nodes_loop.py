@@ -59,7 +59,7 @@ def _session(session_id: str, encoder=None, create: bool = True):
 
 
 class LoadPipeline:
-    DESCRIPTION = "A diffusers pipeline for sampling and LoRA updates: the embedded offline model, a diffusers folder, or a single-file checkpoint."
+    DESCRIPTION = "A diffusers pipeline for sampling and LoRA updates: an embedded offline model (styled shapes, MNIST digits, Fashion-MNIST), a diffusers folder, or a single-file checkpoint."
     CATEGORY = f"{CATEGORY}/model"
     RETURN_TYPES = (PIPELINE,)
     RETURN_NAMES = ("pipeline",)
@@ -69,7 +69,7 @@ class LoadPipeline:
     @classmethod
     def INPUT_TYPES(cls):
         models = (
-            ["embedded"]
+            list(registry.EMBEDDED_SOURCES)
             + [f"diffusers/{d}" for d in comfy.diffusers_folders()]
             + [f"checkpoints/{c}" for c in comfy.model_files("checkpoints")]
         )
@@ -79,7 +79,7 @@ class LoadPipeline:
                     models,
                     {
                         "default": "embedded",
-                        "tooltip": "embedded = the 32x32 styled-shapes model shipped with the pack (no download).",
+                        "tooltip": "Shipped with the pack (no download): embedded = the 32x32 styled-shapes model (prompts); embedded-digits / embedded-fashion = unconditional 28x28 MNIST digits / Fashion-MNIST (leave prompts empty; use the encoder of the same name).",
                     },
                 )
             },
@@ -110,8 +110,8 @@ class LoadPipeline:
         return session_input_error(resume_session, allow_empty=True)
 
     def load(self, model: str, config: str = "", resume_session: str = ""):
-        if model == "embedded":
-            source = "embedded"
+        if model in registry.EMBEDDED_SOURCES:
+            source = model
         else:
             kind, _, name = model.partition("/")
             if kind not in ("diffusers", "checkpoints") or not name:
@@ -130,9 +130,7 @@ class LoadPipeline:
 
 
 class FeatureEncoder:
-    DESCRIPTION = (
-        "Image features the reward model is linear in: the embedded attribute CNN, or CLIP from a local folder."
-    )
+    DESCRIPTION = "Image features the reward model is linear in: the embedded attribute CNN, an embedded digits / fashion classifier, or CLIP from a local folder."
     CATEGORY = f"{CATEGORY}/model"
     RETURN_TYPES = (ENCODER,)
     RETURN_NAMES = ("encoder",)
@@ -144,10 +142,10 @@ class FeatureEncoder:
         return {
             "required": {
                 "encoder": (
-                    ["embedded", "embedded-embedding", "clip"],
+                    ["embedded", "embedded-embedding", "digits", "fashion", "clip"],
                     {
                         "default": "embedded",
-                        "tooltip": "embedded: 20 attribute posteriors (interpretable); embedded-embedding: 64-d CNN embedding; clip: CLIP image embeddings.",
+                        "tooltip": "embedded: 20 attribute posteriors (interpretable); embedded-embedding: 64-d CNN embedding; digits / fashion: the 64-d embedding of the shipped MNIST / Fashion-MNIST classifier (for embedded-digits / embedded-fashion); clip: CLIP image embeddings.",
                     },
                 )
             },
@@ -208,7 +206,7 @@ class SampleCandidates(SessionInput):
                         "min": 0.0,
                         "max": 30.0,
                         "step": 0.1,
-                        "tooltip": "Classifier-free guidance scale.",
+                        "tooltip": "Classifier-free guidance scale (the unconditional embedded-digits / embedded-fashion models ignore it).",
                     },
                 ),
             },

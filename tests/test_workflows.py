@@ -105,11 +105,13 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
     The Ask node runs in a thread and is answered through the route handler, like the widget does.
     """
     routes = sys.modules[f"{pack.__name__}.nodes.routes"]
+    from edpbrl_plugin.hosting import registry
     from edpbrl_plugin.hosting.broker import BROKER
 
     outputs: dict[str, tuple] = {}
     native = any(
-        n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] != "embedded" for n in prompt.values()
+        n["class_type"] == "EDPBRL_LoadPipeline" and n["inputs"]["model"] not in registry.EMBEDDED_SOURCES
+        for n in prompt.values()
     )
     for key in _order(prompt):
         node = prompt[key]
@@ -122,7 +124,7 @@ def run_chain(pack, prompt: dict, answer: str = "0", stand_in: torch.Tensor | No
             kwargs["steps"] = 3  # keep CI fast
         if node["class_type"] == "EDPBRL_UpdateLoRA":
             kwargs["steps"], kwargs["distill_samples"] = 2, 8
-        if node["class_type"] == "EDPBRL_LoadPipeline" and kwargs["model"] != "embedded":
+        if node["class_type"] == "EDPBRL_LoadPipeline" and kwargs["model"] not in registry.EMBEDDED_SOURCES:
             kwargs["model"] = "embedded"  # CI has no checkpoint: the chain logic is what is tested here
             kwargs["config"] = ""
         if native and "prompt" in kwargs:

@@ -71,6 +71,8 @@ PEER_METHODS = {
     "papa-lora": ("lora", 0),
     "epapa-lora": ("lora", 400),
 }
+#: Labels the PAPA methods get: on the real-data models PAPA's own 30 rounds x 10 like/dislike labels.
+PAPA_BUDGET = {"shapes": 60, "digits": 300, "fashion": 300}
 EASY_USERS = ("blue",)
 PAPA_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
 QUICK_PAPA_LR = 3e-5  # best of the grid on the quick user (blue): the highest final share, 5 seeds at 3e-5 vs seed 0 at the others (align_runs.jsonl)
@@ -330,7 +332,7 @@ def run(
     seeds: int,
     methods: list[str] | None = None,
     budget: int = 30,
-    papa_budget: int = 60,
+    papa_budget: int | None = None,
     per_round: int = 10,
     papa_per_round: int = 10,
     candidates: int = 24,
@@ -359,6 +361,7 @@ def run(
         raise ValueError(
             f"unknown simulated user(s) {unknown} for model {model}; choose from {list(MODEL_USERS[model])}"
         )
+    papa_budget = papa_budget or PAPA_BUDGET[model]
     update = dict(update or {})
     UpdateConfig(**update)  # bad overrides fail before any run
     out.mkdir(parents=True, exist_ok=True)

@@ -182,8 +182,14 @@ def _pipeline_key(source: str, config: str | None) -> str:
     return f"{source}|{config or ''}"
 
 
+#: The models that ship inside the package: the styled shapes (prompted), and PAPA's unconditional real-data
+#: models, MNIST digits and Fashion-MNIST (each read by its own classifier encoder, ``digits`` / ``fashion``).
+EMBEDDED_SOURCES = ("embedded", "embedded-digits", "embedded-fashion")
+
+
 def load_pipeline(source: str = "embedded", config: str | None = None):
-    """Load (once per process) ``"embedded"``, a diffusers folder, or a single-file checkpoint.
+    """Load (once per process) an embedded model (:data:`EMBEDDED_SOURCES`), a diffusers folder, or a single-file
+    checkpoint.
 
     A single-file checkpoint needs ``config``: a local diffusers folder of the same architecture
     (nothing is downloaded).
@@ -196,6 +202,10 @@ def load_pipeline(source: str = "embedded", config: str | None = None):
             from ..models.shapes import load_shapes_pipeline
 
             pipe = load_shapes_pipeline()
+        elif source in EMBEDDED_SOURCES:
+            from ..models.digits import load_pipeline as load_class_pipeline
+
+            pipe = load_class_pipeline(source.removeprefix("embedded-"))
         else:
             pipe = _load_external(Path(source), config)
         pipe.set_progress_bar_config(disable=True)

@@ -120,9 +120,8 @@ class DigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         latents = latents * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        step_kwargs = {"eta": eta, "generator": generator} if isinstance(self.scheduler, DDIMScheduler) else {}
-        if not isinstance(self.scheduler, DDIMScheduler):
-            step_kwargs = {"generator": generator}
+        step_kwargs = {"eta": eta} if isinstance(self.scheduler, DDIMScheduler) else {}
+        step_kwargs["generator"] = generator
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             pred = self.unet(self.scheduler.scale_model_input(latents, t), t).sample
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
