@@ -5,7 +5,7 @@ screenshots, and run a workflow end to end by clicking an answer in the EDPBRL w
 Developer tool, not part of the package or CI (it needs ComfyUI, Chromium and Playwright):
 
     python scripts/comfy_frontend.py capture  --url http://127.0.0.1:8188 --out workflows
-    python scripts/comfy_frontend.py run      --url http://127.0.0.1:8188 workflows/edpbrl_loop_embedded.json --answer A
+    python scripts/comfy_frontend.py run workflows/edpbrl_loop_embedded.json --url http://127.0.0.1:8188 --answer A
 """
 
 from __future__ import annotations
@@ -400,11 +400,17 @@ def main() -> None:
     parser.add_argument("--native-checkpoint", default=None, help="checkpoint name for the native-graph workflows")
     parser.add_argument("--native-config", default="", help="diffusers folder of the checkpoint's architecture")
     parser.add_argument("--native-lora", default="edpbrl/edpbrl_native_v1.safetensors")
+    parser.add_argument("--only", default=None, help="capture: comma list of workflow names (default: all)")
     args = parser.parse_args()
     if args.what == "capture":
         specs = dict(WORKFLOWS)
         if args.native_checkpoint:
             specs.update(native_workflows(args.native_checkpoint, args.native_config, args.native_lora))
+        if args.only:
+            wanted = [name.strip() for name in args.only.split(",")]
+            if unknown := set(wanted) - set(specs):
+                parser.error(f"--only: unknown workflow(s) {sorted(unknown)}; choose from {sorted(specs)}")
+            specs = {name: specs[name] for name in wanted}
         capture(args.url, Path(args.out), specs)
     else:
         print(

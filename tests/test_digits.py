@@ -36,6 +36,19 @@ def test_unconditional_pipeline_samples_rgb_and_rejects_prompts():
     assert Denoiser(pipe).condition(["", ""]) == {}
 
 
+def test_the_pipeline_folder_round_trips_through_from_pretrained(tmp_path):
+    """The shipped folder format: diffusers finds DigitsUNet (with its LoRA loader) from model_index.json."""
+    from edpbrl_plugin.models.digits import DigitsPipeline, DigitsUNet
+
+    pipe = tiny_digits()
+    pipe.save_pretrained(tmp_path)
+    again = DigitsPipeline.from_pretrained(tmp_path)
+    assert isinstance(again.unet, DigitsUNet)
+    x, t = torch.randn(1, 1, 28, 28), torch.tensor([10])
+    with torch.no_grad():
+        torch.testing.assert_close(again.unet(x, t).sample, pipe.unet(x, t).sample)
+
+
 def test_the_whole_loop_runs_on_an_unconditional_pipeline_and_its_lora_exports_and_loads(tmp_path):
     pipe = personalize(tiny_digits())
     pipe.start_personalization(tmp_path / "p.db", "d1", encoder="embedded", update_config=FAST)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.loaders import PeftAdapterMixin, StableDiffusionLoraLoaderMixin
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  from_pretrained finds DigitsUNet's loader by this name here
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 

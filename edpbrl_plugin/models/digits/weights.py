@@ -64,7 +64,7 @@ def load_pipeline(dataset: str = "digits", dtype: torch.dtype = torch.float32) -
         dataset,
         generator_dir(dataset),
         _GENERATOR_FILES,
-        lambda f: DigitsPipeline.from_pretrained(f, torch_dtype=dtype),
+        lambda f: DigitsPipeline.from_pretrained(f, dtype=dtype),
         "generator",
     )
     pipe.set_progress_bar_config(disable=True)
