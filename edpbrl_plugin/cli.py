@@ -75,6 +75,10 @@ def _names(text: str, known, what: str, parser: argparse.ArgumentParser) -> list
     return names
 
 
+#: The embedded models ``--model`` picks: styled shapes (prompts), PAPA's unconditional MNIST / Fashion-MNIST.
+EMBEDDED_MODELS = ("shapes", "digits", "fashion")
+
+
 def _check_model(model: str, parser: argparse.ArgumentParser) -> None:
     """A real-data model's shipped weights are here, or a one-line error saying how to train them."""
     from .models.digits.weights import check_shipped
@@ -140,7 +144,7 @@ def _add_bench(sub) -> None:
     align.add_argument("--quick", action="store_true", help="one user, 3 seeds, ours vs PAPA at its best learning rate")
     align.add_argument(
         "--model",
-        choices=["shapes", "digits", "fashion"],
+        choices=EMBEDDED_MODELS,
         default="shapes",
         help="the embedded model: styled shapes, or PAPA's setting (MNIST digits / Fashion-MNIST, unconditional)",
     )
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = sub.add_parser("demo", help="the personalization loop on the embedded model (offline)")
     demo.add_argument(
         "--model",
-        choices=["shapes", "digits", "fashion"],
+        choices=EMBEDDED_MODELS,
         default="shapes",
         help="the embedded model: styled shapes (prompts), or PAPA's setting: unconditional MNIST digits / Fashion-MNIST",
     )

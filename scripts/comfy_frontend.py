@@ -74,50 +74,6 @@ WORKFLOWS = {
             (3, 0, 10, "images"),
         ],
     },
-    "edpbrl_loop_digits": {
-        "description": "PAPA's setting: the unconditional MNIST digits model shipped with the pack, read by its classifier. One queue run = one round: sample digits from the session's latest LoRA, pick the most informative pair, ask, record, update the LoRA, show the status.",
-        "nodes": [
-            (1, "EDPBRL_LoadPipeline", (40, 60), {"model": "embedded-digits", "resume_session": "my-digits"}),
-            (2, "EDPBRL_FeatureEncoder", (40, 260), {"encoder": "digits"}),
-            (
-                3,
-                "EDPBRL_SampleCandidates",
-                (420, 60),
-                {"session": "my-digits", "prompt": "", "count": 16, "seed": 0, "steps": 50, "guidance": 1.0},
-            ),
-            (4, "EDPBRL_SelectQuery", (850, 60), {"k": 2, "strategy": "d_optimal"}),
-            (5, "EDPBRL_Ask", (1230, 60), {"mode": "wait", "timeout_s": 0, "on_timeout": "leave pending"}),
-            (6, "EDPBRL_RecordAnswer", (1630, 60), {}),
-            (
-                7,
-                "EDPBRL_UpdateLoRA",
-                (1630, 260),
-                {
-                    "method": "default",
-                    "steps": 60,
-                    "learning_rate": "default",
-                    "distill_samples": 0,
-                    "drift_cap": 0.5,
-                    "prompt": "",
-                },
-            ),
-            (8, "EDPBRL_SessionStatus", (2030, 60), {"session": "my-digits"}),
-            (9, "PreviewImage", (2030, 360), {}),
-            (10, "PreviewImage", (850, 400), {}),
-        ],
-        "links": [
-            (1, 0, 3, "pipeline"),
-            (2, 0, 3, "encoder"),
-            (3, 1, 4, "candidates"),
-            (4, 1, 5, "query"),
-            (5, 1, 6, "answer_record"),
-            (1, 0, 7, "pipeline"),
-            (6, 1, 7, "reward"),
-            (6, 1, 8, "reward"),
-            (8, 0, 9, "images"),
-            (3, 0, 10, "images"),
-        ],
-    },
     "edpbrl_design_loop": {
         "description": "ED-PBRL: prompts designed slot by slot by Frank-Wolfe, rendered, asked as one question, recorded; the LoRA follows.",
         "nodes": [
@@ -179,6 +135,24 @@ WORKFLOWS = {
         ],
     },
 }
+
+
+def _retargeted(spec: dict, description: str, widgets: dict[int, dict]) -> dict:
+    """``spec``'s graph and layout with some nodes' widget values replaced (node id -> {widget: value})."""
+    nodes = [(i, kind, pos, {**values, **widgets.get(i, {})}) for i, kind, pos, values in spec["nodes"]]
+    return {"description": description, "nodes": nodes, "links": spec["links"]}
+
+
+WORKFLOWS["edpbrl_loop_digits"] = _retargeted(
+    WORKFLOWS["edpbrl_loop_embedded"],
+    "PAPA's setting: the unconditional MNIST digits model shipped with the pack, read by its classifier. One queue run = one round: sample digits from the session's latest LoRA, pick the most informative pair, ask, record, update the LoRA, show the status.",
+    {
+        1: {"model": "embedded-digits", "resume_session": "my-digits"},
+        2: {"encoder": "digits"},
+        3: {"session": "my-digits", "steps": 50, "guidance": 1.0},
+        8: {"session": "my-digits"},
+    },
+)
 
 
 def native_workflows(checkpoint: str, config: str, lora_name: str) -> dict:
