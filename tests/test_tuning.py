@@ -490,6 +490,59 @@ def test_the_reward_tilt_is_a_distribution_whose_effective_size_never_falls_belo
     assert effective_sample_size(reward_tilt(rewards, tau)) <= effective_sample_size(probabilities) * (1 + 1e-4)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(-5, 5), min_size=6, max_size=6), min_size=1, max_size=5),
+    st.floats(0.05, 2.0),
+)
+def test_the_tilt_of_posterior_draws_is_the_mixture_of_each_draws_tilt(draws, tau):
+    draws = torch.tensor(draws, dtype=torch.float64)
+    mixed = reward_tilt(draws, tau, 2.0)
+    assert mixed.sum().item() == pytest.approx(1.0, abs=1e-5) and (mixed >= 0).all()
+    each = torch.stack([reward_tilt(d, tau, 2.0) for d in draws]).mean(0)
+    assert torch.allclose(mixed, each, atol=1e-6)
+    assert torch.allclose(reward_tilt(draws[:1].expand(3, -1), tau, 2.0), reward_tilt(draws[0], tau, 2.0), atol=1e-6)
+
+
+def test_draws_that_disagree_between_two_liked_samples_keep_both_where_the_point_estimate_drops_one():
+    """Two liked samples (0, 1) the person never told apart, four disliked ones: the point estimate happens to
+    rank 0 above 1 and its tilt nearly drops 1; draws that disagree on 0 vs 1 keep both near-equal."""
+    point = torch.tensor([1.4, 0.6, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
+    swing = torch.tensor([1.0, -1.0, 0, 0, 0, 0], dtype=torch.float64)
+    draws = torch.stack([point + 0.8 * swing, point - 0.8 * swing])
+    sharp, mixed = reward_tilt(point, 0.1), reward_tilt(draws, 0.1)
+    assert sharp[1] < 0.05 * sharp[0]
+    assert mixed[1] > 0.4 * mixed[0] and mixed[:2].sum() > 0.95
+
+
+def test_a_gated_loop_samples_the_base_model_before_its_first_update(sd):
+    """A gate (EPAPA, ``gate_timestep``) on a UNet with no adapter yet: nothing to gate, the base model samples
+    (the loop draws its first candidates before any update adds the adapter)."""
+    from edpbrl_plugin.tuning.sampling import sample_images
+
+    gated = sample_images(sd, ["a"], [0], num_inference_steps=2, guidance_scale=1.0, min_timestep=400)
+    base = sample_images(sd, ["a"], [0], num_inference_steps=2, guidance_scale=1.0, adapters=False)
+    assert np.array_equal(gated, base)
+    assert UpdateConfig(gate_timestep=400).min_timestep == 400 == UpdateConfig(method="epapa").min_timestep
+    with pytest.raises(ValueError, match="gate_timestep must be in"):
+        UpdateConfig(gate_timestep=1000)
+
+
+def test_a_sessions_reward_draws_are_reproducible_and_centred_on_its_point_estimate(tmp_path):
+    from edpbrl_plugin import PersonalizationSession
+
+    session = PersonalizationSession(tmp_path / "p.db", "draws", encoder="embedded")
+    images = np.random.default_rng(0).random((5, 64, 64, 3), dtype=np.float32)
+    point = session.reward(images)
+    assert np.allclose(session.reward_draws(images, 0), point[None])
+    draws = session.reward_draws(images, 4000, seed=3)
+    assert draws.shape == (4000, 5) and np.array_equal(draws, session.reward_draws(images, 4000, seed=3))
+    assert not np.array_equal(draws, session.reward_draws(images, 4000, seed=4))
+    assert np.allclose(draws.mean(0), point, atol=0.1 * draws.std(0).max())
+    with pytest.raises(ValueError, match="reward_draws must be >= 0"):
+        UpdateConfig(reward_draws=-1)
+
+
 def test_dpo_positive_charges_a_winner_error_above_the_reference_and_nothing_below_it():
     ref_w, ref_l, model_l = torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([1.5])
     better, worse = torch.tensor([0.9]), torch.tensor([1.1])

@@ -73,7 +73,7 @@ def run_user(user_name: str, seed: int, rounds: int, settings: list[str], eval_s
         named = {n for v in user.taste.likes + user.taste.dislikes for n, vals in ATTRIBUTES.items() if v in vals}
         indifferent = [n for n in ("shape", "fill", "background") if n not in named]
         base_config = UpdateConfig(seed=seed)
-        tilt = reward_tilt(rewards, base_config.distill_temperature * float(rewards.std()), base_config.distill_min_ess)
+        tilt = reward_tilt(rewards, base_config.distill_temperature, base_config.distill_min_ess)
         record = {
             "user": user_name,
             "seed": seed,

@@ -106,7 +106,13 @@ class PersonalizationLoop:
     def updater(self) -> LoraUpdater:
         """The LoRA updater of this loop's pipeline (built on first use; rebuilt when the settings change)."""
         if self._updater is None:
-            self._updater = LoraUpdater(self.pipe, self.config, reward_fn=self.session.reward, prompts=self.prompts)
+            draws, seed = self.config.reward_draws, self.config.seed
+            self._updater = LoraUpdater(
+                self.pipe,
+                self.config,
+                reward_fn=lambda images: self.session.reward_draws(images, draws, seed),
+                prompts=self.prompts,
+            )
         return self._updater
 
     @property

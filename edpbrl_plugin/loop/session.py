@@ -169,6 +169,15 @@ class PersonalizationSession:
         """Learned reward θ̂ᵀφ(x) of images ``[B, H, W, 3]``."""
         return self.model.reward(self.encoder.encode(images))
 
+    def reward_draws(self, images, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` draws θ ~ N(θ̂, V⁻¹) of the reward θᵀφ(x) of images ``[B, H, W, 3]`` -> ``[n, B]`` (the point
+        estimate ``[1, B]`` when ``n`` is 0). The same ``seed`` and answers give the same draws."""
+        features = self.encoder.encode(images)
+        model = self.model
+        if n == 0:
+            return model.reward(features)[None]
+        return model.sample_theta(n, rng=seed) @ np.asarray(features, dtype=np.float64).T
+
     # ------------------------------------------------------------------ questions
     def next_queries(
         self,

@@ -74,17 +74,29 @@ def papa_loss(
 
 
 def reward_tilt(rewards: torch.Tensor, temperature: float, min_ess: float = 1.0) -> torch.Tensor:
-    """Sampling probabilities ∝ exp(r / τ) over a pool of samples ``[B]``, with τ raised as far as needed for an
-    effective sample size of at least ``min_ess`` (at most ``B / 2``: a floor of the whole pool would leave no tilt).
+    """Sampling probabilities ∝ exp(r / τ) over a pool of samples ``[B]``, τ = ``temperature`` × the rewards'
+    standard deviation (a reward's scale is arbitrary), raised as far as needed for an effective sample size of
+    at least ``min_ess`` (at most ``B / 2``: a floor of the whole pool would leave no tilt).
 
     Drawing training batches from the pool with these probabilities and denoising them unweighted fits
     p_pool(x)·exp(r(x)/τ) exactly; weighting a uniformly drawn batch by a softmax over that batch instead
     trains on whatever the batch holds (often no liked sample at all) at full weight. The floor on the
     effective sample size keeps a reward that singles out a few samples (an unsure one, fitted on noisy
     answers) from training the model on those few alone: it would lose the variety of everything else.
+
+    ``rewards`` ``[S, B]``: S posterior draws of the reward. The result is the mixture of each draw's tilt (τ
+    from that draw's standard deviation): where the answers pin the reward down, the draws agree and the tilt
+    is as sharp as one; where they do not (two liked digits the person always called a tie), the draws
+    disagree and the mixture keeps both near their base share instead of amplifying the point estimate's
+    noise. Constant rewards give the untilted pool.
     """
     rewards = rewards.double()
-    min_ess = min(min_ess, len(rewards) / 2)
+    if rewards.ndim == 2:
+        return torch.stack([reward_tilt(r, temperature, min_ess) for r in rewards]).mean(0)
+    spread = float(rewards.std()) if len(rewards) > 1 else 0.0
+    if spread <= 1e-9:
+        return torch.full(rewards.shape, 1.0 / len(rewards))
+    temperature, min_ess = temperature * spread, min(min_ess, len(rewards) / 2)
 
     def tilt(tau: float) -> torch.Tensor:
         return torch.softmax(rewards / tau, dim=0)

@@ -42,7 +42,7 @@ def adapter_mode(unet, adapters: bool = True, min_timestep: int = 0):
     >= ``min_timestep`` (EPAPA), or the pipeline as it is."""
     if not adapters:
         return adapters_disabled(unet)
-    if min_timestep > 0:
+    if min_timestep > 0 and getattr(unet, "_hf_peft_config_loaded", False):  # no adapter yet: nothing to gate
         return TimestepGate(unet, min_timestep)
     return contextlib.nullcontext()
 

@@ -80,6 +80,10 @@ class UpdateConfig:
     # τ rises until the tilt spreads over at least this many pool samples (at most half the pool): the learned reward
     # of 30 answers also favours the shapes of the few liked examples it saw, and a narrower tilt copies them
     distill_min_ess: float = 128.0
+    # posterior draws of the learned reward whose tilts distillation mixes (0: the point estimate's tilt alone).
+    # Thirty answers leave the reward unsure between values the person treats alike (liked digits they call a
+    # tie); the point estimate's noise, sharpened by τ, made the tuned model drop some of them (docs/benchmarks.md)
+    reward_draws: int = 64
     distill_weight: float = 1.0
     # False (default): each update starts again from the base model (every lora_B zeroed) and fits all answers so
     # far. Distillation's target, the base pool tilted by the current reward, does not depend on the adapter, so
@@ -91,6 +95,10 @@ class UpdateConfig:
     papa_c_base: float = 0.009
     unlikelihood_cap: float = 2.0
     epapa_min_timestep: int = 400
+    # the other methods' gate: their adapter trains and acts only at forward timesteps t >= this (0: everywhere).
+    # The noisy steps decide what is drawn (a digit's class); leaving the rest to the base keeps its strokes clean.
+    # A gated adapter needs this package's sampler (a plain LoRA loader applies it at every step), so it is opt-in
+    gate_timestep: int = 0
     eval_every: int = 20
     eval_samples: int = 32
     # on the learned reward of fresh samples: off by default, since that reward cannot see a broken image and
@@ -121,14 +129,19 @@ class UpdateConfig:
 
     @property
     def min_timestep(self) -> int:
-        """0, or EPAPA's first tuned timestep: sampling and training use the adapter only from there."""
-        return self.epapa_min_timestep if self.objective.gated else 0
+        """The first tuned forward timestep (EPAPA's, or ``gate_timestep``): sampling and training use the adapter
+        only from there."""
+        return self.epapa_min_timestep if self.objective.gated else self.gate_timestep
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.distill_source not in ("base", "current"):
             raise ValueError(f"distill_source must be 'base' or 'current', got {self.distill_source!r}")
+        if not 0 <= self.gate_timestep < 1000:
+            raise ValueError(f"gate_timestep must be in [0, 1000) (0: no gate), got {self.gate_timestep}")
+        if self.reward_draws < 0:
+            raise ValueError(f"reward_draws must be >= 0 (0: the point estimate), got {self.reward_draws}")
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("steps and batch_size must be >= 1 and learning_rate > 0")
 
@@ -175,8 +188,9 @@ class LoraUpdater:
     Args:
         pipe: a diffusers pipeline with a UNet (embedded, SD, SDXL).
         config: :class:`UpdateConfig`.
-        reward_fn: images ``[B, H, W, 3]`` -> learned rewards ``[B]`` (needed for distillation and
-            early stopping; without it those parts are skipped).
+        reward_fn: images ``[B, H, W, 3]`` -> learned rewards ``[B]``, or ``[S, B]`` for S posterior draws of
+            the reward (distillation then mixes each draw's tilt, :func:`reward_tilt`); needed for distillation
+            and early stopping, without it those parts are skipped.
         prompts: the prompts fresh samples are drawn from.
         anchor_prompts: prompts for the drift check (default: ``prompts``).
     """
@@ -259,6 +273,7 @@ class LoraUpdater:
             images, _ = self.sample(self.config.eval_samples, self.config.seed * 7919 + CHECK_SEED)
             self._checked = (state, self.image_size, images)
         rewards = np.asarray(self.reward_fn(images), dtype=np.float64)
+        rewards = rewards.mean(0) if rewards.ndim == 2 else rewards  # posterior draws: their mean
         return float(rewards.mean()), float(rewards.std(ddof=1) / np.sqrt(len(rewards))) if len(rewards) > 1 else 0.0
 
     def _distill_pool(self, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -394,11 +409,12 @@ class LoraUpdater:
             and (pairs or ratings or not objective.learns_from_answers)
         ):
             images, prompts = self._distill_pool(seed)
-            rewards = torch.as_tensor(np.asarray(self.reward_fn(images), dtype=np.float64))
-            spread = float(rewards.std()) if len(rewards) > 1 else 0.0
-            if spread > 1e-6:
+            rewards = torch.as_tensor(np.atleast_2d(np.asarray(self.reward_fn(images), dtype=np.float64)))
+            if rewards.shape[1] > 1 and float(rewards.std(dim=1).max()) > 1e-6:
                 probabilities = reward_tilt(
-                    rewards, self.config.distill_temperature * spread, self.config.distill_min_ess
+                    rewards if len(rewards) > 1 else rewards[0],
+                    self.config.distill_temperature,
+                    self.config.distill_min_ess,
                 )
                 terms["distill"] = (
                     self.denoiser.encode_images(images),
