@@ -19,7 +19,7 @@ import numpy as np
 from ..imaging import save_grid
 from ..models.digits import DigitsEncoder, load_pipeline
 from ..models.digits.data import CLASS_NAMES, load_split
-from ..models.digits.judge import ClassJudge
+from ..models.digits.judge import WELL_FORMED, ClassJudge
 from ..models.digits.pipeline import DEFAULT_STEPS
 from ..simulate.evaluation import frechet_distance
 from ..tuning.sampling import sample_images
@@ -52,8 +52,7 @@ def run(out: Path, dataset: str = "digits", n_samples: int = 1000, seed: int = 0
     read = np.bincount(encoder.predict_classes(test_rgb), minlength=len(classes)) / len(test_labels)
     gap = np.abs(generated - data) * 100
     confidence = encoder.class_posteriors(samples).max(axis=1)
-    readable = ClassJudge(dataset, encoder=encoder).confidence
-    real_confidence = encoder.class_posteriors(test_rgb).max(axis=1)
+    judge = ClassJudge(dataset, encoder=encoder)
     real = encoder.encode(test_rgb)
     half = len(train_images) // 2
     order = np.random.default_rng(seed).permutation(len(train_images))
@@ -75,8 +74,8 @@ def run(out: Path, dataset: str = "digits", n_samples: int = 1000, seed: int = 0
         "largest_histogram_gap_points_as_read": float(np.abs(generated - read).max() * 100),
         "histogram_bar_points": HISTOGRAM_BAR_POINTS,
         "classifier_confidence_mean": float(confidence.mean()),
-        "readable_generated": float((confidence >= readable).mean()),
-        "readable_held_out": float((real_confidence >= readable).mean()),
+        "readable_generated": float(judge(samples)[WELL_FORMED].mean()),
+        "readable_held_out": float(judge(test_rgb)[WELL_FORMED].mean()),
         "frechet_to_held_out": frechet_distance(encoder.encode(samples), real),
         "frechet_floor_real_halves": frechet_distance(floor_a, floor_b),
         "sampling": {"images": 32, "steps": DEFAULT_STEPS, "seconds_median": float(np.median(seconds))},

@@ -412,11 +412,7 @@ class LoraUpdater:
             images, prompts = self._distill_pool(seed)
             rewards = torch.as_tensor(np.atleast_2d(np.asarray(self.reward_fn(images), dtype=np.float64)))
             if rewards.shape[1] > 1 and float(rewards.std(dim=1).max()) > 1e-6:
-                probabilities = reward_tilt(
-                    rewards if len(rewards) > 1 else rewards[0],
-                    self.config.distill_temperature,
-                    self.config.distill_min_ess,
-                )
+                probabilities = reward_tilt(rewards, self.config.distill_temperature, self.config.distill_min_ess)
                 terms["distill"] = (
                     self.denoiser.encode_images(images),
                     self.denoiser.condition(prompts),
