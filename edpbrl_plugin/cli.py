@@ -124,7 +124,8 @@ def _add_bench(sub) -> None:
     digits.add_argument("--out", default="bench_results")
 
     judge = which.add_parser("judge", help="validate the well-formedness judge on graded damage and base samples")
-    judge.add_argument("--samples", type=_count, default=128, help="renders per damage kind and severity")
+    judge.add_argument("--model", choices=["shapes", "digits", "fashion"], default="shapes")
+    judge.add_argument("--samples", type=_count, default=128, help="images per damage kind and severity")
     judge.add_argument("--base-samples", type=_count, default=256)
     judge.add_argument("--seed", type=_seed, default=0)
     judge.add_argument("--out", default="bench_results")
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.bench == "judge":
             from .bench import judge
 
-            judge.run(out, n=args.samples, base_samples=args.base_samples, seed=args.seed)
+            judge.run(out, n=args.samples, base_samples=args.base_samples, seed=args.seed, model=args.model)
         elif args.bench == "update":
             from .bench import update
             from .simulate.people import USER_PRESETS

@@ -74,8 +74,11 @@ def run(out: Path, dataset: str = "digits", n_samples: int = 1000, seed: int = 0
         "largest_histogram_gap_points_as_read": float(np.abs(generated - read).max() * 100),
         "histogram_bar_points": HISTOGRAM_BAR_POINTS,
         "classifier_confidence_mean": float(confidence.mean()),
-        "readable_generated": float(judge(samples)[WELL_FORMED].mean()),
-        "readable_held_out": float(judge(test_rgb)[WELL_FORMED].mean()),
+        **{
+            f"{key}_{name}": float(labels[key].mean())
+            for name, labels in (("generated", judge(samples)), ("held_out", judge(test_rgb)))
+            for key in ("readable", WELL_FORMED)
+        },
         "frechet_to_held_out": frechet_distance(encoder.encode(samples), real),
         "frechet_floor_real_halves": frechet_distance(floor_a, floor_b),
         "sampling": {"images": 32, "steps": DEFAULT_STEPS, "seconds_median": float(np.median(seconds))},
@@ -100,8 +103,10 @@ def format_table(report: dict) -> str:
         f"largest histogram gap {report['largest_histogram_gap_points']:.1f} points (bar {HISTOGRAM_BAR_POINTS:.0f}; "
         f"{report['largest_histogram_gap_points_as_read']:.1f} against the held-out images as the classifier reads "
         "them); "
-        f"mean classifier confidence on samples {report['classifier_confidence_mean']:.3f}; readable (judged well "
-        f"formed) {report['readable_generated']:.3f} of samples vs {report['readable_held_out']:.3f} of held-out images",
+        f"mean classifier confidence on samples {report['classifier_confidence_mean']:.3f}; readable "
+        f"{report['readable_generated']:.3f} of samples vs {report['readable_held_out']:.3f} of held-out images; "
+        f"well formed (readable and passed by the form judge) {report['well_formed_generated']:.3f} vs "
+        f"{report['well_formed_held_out']:.3f}",
         f"Fréchet (classifier embedding) to held-out {report['frechet_to_held_out']:.4f}, "
         f"floor (two real halves) {report['frechet_floor_real_halves']:.4f}; "
         f"sampling {report['sampling']['seconds_median']:.2f} s for 32 images at {report['sampling']['steps']} steps",

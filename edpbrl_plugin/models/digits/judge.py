@@ -2,8 +2,9 @@
 loop), as PAPA's classifier plays its user.
 
 The judge labels each image with its class, or −1 when the classifier is unsure (top probability below
-``confidence``): a blob no one reads as a digit is not a liked digit. Such an image is also not well formed, so a
-simulated person never prefers it and it never counts toward a share.
+``confidence``): a blob no one reads as a digit is not a liked digit. An image is well formed when it is readable
+and the form judge (:mod:`.form`) passes it: the classifier alone reads a boot merged with a bag as a confident
+boot. A simulated person never prefers an image that is not well formed, and it never counts toward a share.
 """
 
 from __future__ import annotations
@@ -14,26 +15,42 @@ import numpy as np
 
 from .data import CLASS_NAMES
 from .features import DigitsEncoder
+from .form import DigitsFormJudge
 
 #: The judge's key for "is this image well formed" (the same key as the shapes judge's).
 WELL_FORMED = "well_formed"
 
 
 class ClassJudge:
-    """``{"class": [B] class index or −1, "confidence": [B], "well_formed": [B] bool}`` of images ``[B, H, W, 3]``."""
+    """Of images ``[B, H, W, 3]``: ``{"class": [B] class index or −1, "confidence": [B], "readable": [B] bool,
+    "form": [B] the form judge's score, "well_formed": [B] bool (readable and passed by the form judge)}``."""
 
-    def __init__(self, dataset: str = "digits", confidence: float = 0.5, encoder: DigitsEncoder | None = None):
+    def __init__(
+        self,
+        dataset: str = "digits",
+        confidence: float = 0.5,
+        encoder: DigitsEncoder | None = None,
+        form: DigitsFormJudge | None = None,
+    ):
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
         self.encoder = encoder or DigitsEncoder(dataset)
         self.dataset = self.encoder.dataset
+        self.form = form or DigitsFormJudge(self.dataset)
         self.confidence = confidence
 
     def __call__(self, images) -> dict[str, np.ndarray]:
         posteriors = self.encoder.class_posteriors(images)
         top = posteriors.max(axis=1)
         readable = top >= self.confidence
-        return {"class": np.where(readable, posteriors.argmax(axis=1), -1), "confidence": top, WELL_FORMED: readable}
+        form = self.form.score(images)
+        return {
+            "class": np.where(readable, posteriors.argmax(axis=1), -1),
+            "confidence": top,
+            "readable": readable,
+            "form": form,
+            WELL_FORMED: readable & (form >= self.form.threshold),
+        }
 
 
 @dataclass(frozen=True)

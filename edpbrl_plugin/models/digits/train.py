@@ -1,6 +1,7 @@
 """Train the digits / fashion classifier and unconditional DDPM on the real datasets (see :mod:`.data`).
 
     python -m edpbrl_plugin.models.digits.train classifier --dataset digits
+    python -m edpbrl_plugin.models.digits.train form --dataset digits
     python -m edpbrl_plugin.models.digits.train generator --dataset digits --work runs/digits-generator
 
 Reproducible from ``--seed``, resumable from the checkpoint in ``--work`` (rerun the same command; raise
@@ -22,9 +23,13 @@ from tqdm.auto import tqdm
 from ...imaging import save_grid
 from ..training import EMA, load_checkpoint, lr_factor, save_checkpoint
 from .classifier import DigitClassifier
+from .damage import DAMAGES, damaged_images, gaussian_blur
 from .data import CLASS_NAMES, load_split
 from .pipeline import DigitsPipeline, build_scheduler, build_unet
-from .weights import classifier_dir, generator_dir
+from .weights import classifier_dir, form_dir, generator_dir
+
+#: Damage kinds the form judge learns to fail (blur is not one: see :mod:`.form`).
+FORM_DAMAGES = tuple(kind for kind in DAMAGES if kind != "blur")
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -79,6 +84,46 @@ def train_classifier(args: argparse.Namespace) -> None:
     print(f"{args.dataset} classifier held-out accuracy: {accuracy:.4f} on {len(test_labels)} images")
     model.save_pretrained(args.out or classifier_dir(args.dataset))
     print(f"wrote {args.out or classifier_dir(args.dataset)}")
+
+
+def _soften(images: torch.Tensor, rng: np.random.Generator, groups: int = 4) -> torch.Tensor:
+    """Blur ``[N, 28, 28]`` in ``groups`` slices by random sigmas in [0, 0.9] px (the generator's softness)."""
+    return torch.cat([gaussian_blur(part, float(rng.uniform(0.0, 0.9))) for part in images.chunk(groups)])
+
+
+def train_form(args: argparse.Namespace) -> None:
+    """The form judge (:mod:`.form`): each step half training images, half training images with one damage kind
+    (cycled) at a severity drawn from [0.4, 1]; both halves softened alike."""
+    torch.manual_seed(args.seed)
+    images, _ = load_split(args.dataset, "train")
+    images = images.astype(np.float32) / 255.0
+    test_images, _ = load_split(args.dataset, "test")
+    model = DigitClassifier(num_classes=2, embedding_dim=32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(args.seed)
+    half = args.batch // 2
+    labels = torch.cat([torch.ones(half), torch.zeros(half)]).long()
+    model.train()
+    bar = tqdm(range(args.steps), desc=f"{args.dataset} form judge")
+    for step in bar:
+        clean = torch.from_numpy(images[rng.integers(0, len(images), half)])
+        source, others = images[rng.integers(0, len(images), half)], images[rng.integers(0, len(images), half)]
+        kind, severity = FORM_DAMAGES[step % len(FORM_DAMAGES)], float(rng.uniform(0.4, 1.0))
+        damaged = torch.from_numpy(damaged_images(source, kind, severity, int(rng.integers(2**31)), others))
+        x = torch.cat([_soften(clean, rng), _soften(damaged, rng)])[:, None]
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * lr_factor(step, args.steps, 100)
+        loss = F.cross_entropy(model(x)[1], labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    model.eval()
+    with torch.no_grad():
+        passed = torch.cat([model(chunk)[1].argmax(1) for chunk in _to_tensor(test_images).split(1024)])
+    print(f"{args.dataset} form judge: {float(passed.float().mean()):.4f} of {len(test_images)} held-out images pass")
+    model.save_pretrained(args.out or form_dir(args.dataset))
+    print(f"wrote {args.out or form_dir(args.dataset)}")
 
 
 def train_generator(args: argparse.Namespace) -> None:
@@ -167,6 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--steps", type=int, default=3000)
     cls.add_argument("--batch", type=int, default=128)
     cls.add_argument("--lr", type=float, default=2e-3)
+    form = sub.add_parser("form", help="train the form judge (real vs damaged images; evaluation only)")
+    form.add_argument("--steps", type=int, default=3000)
+    form.add_argument("--batch", type=int, default=128)
+    form.add_argument("--lr", type=float, default=1e-3)
     gen = sub.add_parser("generator", help="train the unconditional DDPM")
     gen.add_argument("--steps", type=int, default=6000)
     gen.add_argument("--batch", type=int, default=32)
@@ -177,12 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--work", default="runs/digits-generator")
     export = sub.add_parser("export", help="export the generator checkpoint's EMA weights now")
     export.add_argument("--work", default="runs/digits-generator")
-    for p in (cls, gen, export):
+    for p in (cls, form, gen, export):
         p.add_argument("--dataset", choices=sorted(CLASS_NAMES), default="digits")
         p.add_argument("--out", default=None, help="output folder (default: the shipped location)")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    {"classifier": train_classifier, "generator": train_generator, "export": export_generator}[args.what](args)
+    commands = {"classifier": train_classifier, "form": train_form, "generator": train_generator}
+    {**commands, "export": export_generator}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ def classifier_dir(dataset: str) -> Path:
     return WEIGHTS_DIR / dataset / "classifier"
 
 
+def form_dir(dataset: str) -> Path:
+    return WEIGHTS_DIR / dataset / "form"
+
+
 def _check_files(dataset: str, folder: Path, required: list[str], what: str) -> None:
     if dataset not in CLASS_NAMES:
         raise ValueError(f"unknown embedded model {dataset!r}; choose one of {sorted(CLASS_NAMES)}")
@@ -42,9 +46,11 @@ def _check_files(dataset: str, folder: Path, required: list[str], what: str) -> 
 
 
 def check_shipped(dataset: str) -> None:
-    """Raise (``FileNotFoundError`` saying how to get them) unless ``dataset``'s generator and classifier are here."""
+    """Raise (``FileNotFoundError`` saying how to get them) unless ``dataset``'s generator, classifier and form
+    judge are here."""
     _check_files(dataset, generator_dir(dataset), _GENERATOR_FILES, "generator")
     _check_files(dataset, classifier_dir(dataset), _CLASSIFIER_FILES, "classifier")
+    _check_files(dataset, form_dir(dataset), _CLASSIFIER_FILES, "form")
 
 
 def _load(dataset: str, folder: Path, required: list[str], loader, what: str):
@@ -76,3 +82,8 @@ def load_classifier(dataset: str = "digits") -> DigitClassifier:
     return _load(
         dataset, classifier_dir(dataset), _CLASSIFIER_FILES, DigitClassifier.from_pretrained, "classifier"
     ).eval()
+
+
+def load_form(dataset: str = "digits") -> DigitClassifier:
+    """The shipped form judge of ``dataset`` (a two-class :class:`DigitClassifier`: 1 = well formed), in eval mode."""
+    return _load(dataset, form_dir(dataset), _CLASSIFIER_FILES, DigitClassifier.from_pretrained, "form").eval()
