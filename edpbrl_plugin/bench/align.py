@@ -470,6 +470,7 @@ def format_quality(quality: dict) -> str:
     lines = []
     for key, label in (
         ("win_rate", "win rate vs base"),
+        ("share_as_papa_counts", "liked by the classifier's argmax (PAPA's measure)"),
         ("well_formed", "well formed"),
         ("well_formed_prompted", "well formed (prompted)"),
         ("fidelity", "fidelity (Fréchet)"),
@@ -598,7 +599,16 @@ def summarise_quality(rows: list[dict]) -> dict:
                 out[side] = mean_ci(values, bounds=bounds)
         return out
 
-    keys = ("share", "well_formed", "well_formed_prompted", "win_rate", "fidelity", "fidelity_floor", "liked_class_min")
+    keys = (
+        "share",
+        "share_as_papa_counts",
+        "well_formed",
+        "well_formed_prompted",
+        "win_rate",
+        "fidelity",
+        "fidelity_floor",
+        "liked_class_min",
+    )
     summary = {key: scalars(key) for key in keys + ("adherence", "variety")}
     summary["win_rate_below_half"] = int(sum(r["quality"]["win_rate"] < 0.5 for r in rows))
     return summary

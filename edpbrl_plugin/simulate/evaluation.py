@@ -15,8 +15,9 @@ measured on fixed seeds against the base model on the same seeds:
 
 On the real-data models (digits, fashion: a class taste, no prompts) the judge is the classifier, fidelity uses
 its embedding, ``variety`` is the distance between the liked classes' mix among the tuned model's preferred
-samples and among the base's, and ``liked_class_min`` is the rarest liked class's fraction of the tuned model's
-preferred samples (do all liked digits survive?).
+samples and among the base's, ``liked_class_min`` is the rarest liked class's fraction of the tuned model's
+preferred samples (do all liked digits survive?), and ``share_as_papa_counts`` is PAPA's own measure: the fraction
+of samples whose most likely class is liked, read or not, well formed or not.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def compare(
         "well_formed": float(formed.mean()),
         "win_rate": float(wins.mean()),
     }
+    if isinstance(taste, ClassTaste):
+        result["share_as_papa_counts"] = float(np.isin(tuned_labels["top_class"], taste.likes).mean())
     if prompted is not None and wanted is not None:
         result["adherence"] = adherence(prompted, wanted)
         result["well_formed_prompted"] = float(prompted[WELL_FORMED].mean())

@@ -22,7 +22,8 @@ WELL_FORMED = "well_formed"
 
 
 class ClassJudge:
-    """Of images ``[B, H, W, 3]``: ``{"class": [B] class index or −1, "confidence": [B], "readable": [B] bool,
+    """Of images ``[B, H, W, 3]``: ``{"class": [B] class index or −1, "top_class": [B] the most likely class
+    (read or not), "confidence": [B], "readable": [B] bool,
     "form": [B] the form judge's score, "well_formed": [B] bool (readable and passed by the form judge)}``."""
 
     def __init__(
@@ -46,6 +47,7 @@ class ClassJudge:
         form = self.form.score(images)
         return {
             "class": np.where(readable, posteriors.argmax(axis=1), -1),
+            "top_class": posteriors.argmax(axis=1),
             "confidence": top,
             "readable": readable,
             "form": form,
