@@ -31,6 +31,12 @@ def test_damage_keeps_shape_and_range_is_seeded_and_is_the_identity_at_severity_
     np.testing.assert_array_equal(damaged_images(images, kind, 0.0, seed, others), images)
 
 
+def test_a_vanishing_blur_leaves_the_images_as_they_are():
+    images = strokes()
+    for severity in (1e-300, 3e-79, 1e-6):
+        np.testing.assert_allclose(damaged_images(images, "blur", severity, 0), images, atol=1e-6)
+
+
 def test_broken_strokes_erase_the_stated_share_of_ink():
     images = strokes()
     for severity in (0.25, 0.5, 1.0):

@@ -31,8 +31,9 @@ _GRID = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, H, W]`` by ``sigma`` pixels (unchanged at 0)."""
-    if sigma <= 0:
+    """Separable Gaussian blur of ``[N, H, W]`` by ``sigma`` pixels (unchanged below a thousandth of a pixel,
+    where the kernel's weights would underflow)."""
+    if sigma < 1e-3:
         return images
     radius = max(1, int(np.ceil(3 * sigma)))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
