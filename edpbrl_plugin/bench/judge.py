@@ -28,7 +28,7 @@ import numpy as np
 from ..imaging import save_grid, to_uint8
 from ..models.digits.damage import DAMAGES as REAL_DAMAGES
 from ..models.digits.damage import damaged_images
-from ..models.digits.data import load_split
+from ..models.digits.data import load_split, to_rgb
 from ..models.digits.form import DigitsFormJudge
 from ..models.digits.judge import WELL_FORMED, ClassJudge
 from ..models.digits.weights import load_pipeline as load_digits_pipeline
@@ -123,10 +123,6 @@ def run(out: Path, n: int = 128, base_samples: int = 256, seed: int = 0, model: 
     return report
 
 
-def _gray_to_rgb(images: np.ndarray) -> np.ndarray:
-    return np.repeat(to_uint8(images)[..., None], 3, axis=-1)
-
-
 def run_real(out: Path, dataset: str, n: int = 128, base_samples: int = 256, seed: int = 0) -> dict:
     """The real-data form judge's validation: held-out images, graded damage, the base model's samples."""
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +132,7 @@ def run_real(out: Path, dataset: str, n: int = 128, base_samples: int = 256, see
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(held_out), size=2 * n, replace=False)
     clean, others = held_out[pick[:n]] / 255.0, held_out[pick[n:]] / 255.0
-    all_pass = judge(_gray_to_rgb(held_out / 255.0))
+    all_pass = judge(to_rgb(held_out))
     report = {
         "benchmark": "judge",
         "model": dataset,
@@ -150,7 +146,7 @@ def run_real(out: Path, dataset: str, n: int = 128, base_samples: int = 256, see
     for kind in REAL_DAMAGES:
         rows = []
         for severity in SEVERITIES:
-            images = _gray_to_rgb(damaged_images(clean, kind, severity, seed + 2, others))
+            images = to_rgb(damaged_images(clean, kind, severity, seed + 2, others))
             score = judge.score(images)
             passed = score >= judge.threshold
             readable = classifier(images)["readable"]
@@ -190,14 +186,20 @@ def run_real(out: Path, dataset: str, n: int = 128, base_samples: int = 256, see
     return report
 
 
-def format_real_table(report: dict) -> str:
+def ladder_table(report: dict, witness: str, label: str) -> str:
+    """The damage ladder as a table: the judge's mean score and pass rate per kind and severity, and beside
+    them ``witness`` (what judged before, ``label`` in the table) on the same images."""
     header = ["damage"] + [f"severity {s:g}" for s in SEVERITIES]
     rows = []
     for kind, data in report["damage"].items():
         rows.append([f"{kind}: score / pass"] + [f"{r['score']:.2f} / {r['pass']:.2f}" for r in data["rows"]])
-        rows.append([f"{kind}: classifier readable"] + [f"{r['classifier_readable']:.2f}" for r in data["rows"]])
+        rows.append([f"{kind}: {label}"] + [f"{r[witness]:.2f}" for r in data["rows"]])
+    return markdown_table(header, rows)
+
+
+def format_real_table(report: dict) -> str:
     return (
-        markdown_table(header, rows)
+        ladder_table(report, "classifier_readable", "classifier readable")
         + f"\n\nheld-out real images pass {report['clean_pass']:.3f} (bar {REAL_CLEAN_BAR}); base samples pass "
         f"{report['base_pass']:.3f} (bar {BASE_BAR}); classifier-readable {report['base_classifier_readable']:.3f}; "
         f"both, the well-formed rate the benchmarks use, {report['base_well_formed']:.3f}"
@@ -205,14 +207,8 @@ def format_real_table(report: dict) -> str:
 
 
 def format_table(report: dict) -> str:
-    header = ["damage"] + [f"severity {s:g}" for s in SEVERITIES]
-    rows = []
-    for kind, data in report["damage"].items():
-        rows.append([f"{kind}: score / pass"] + [f"{r['score']:.2f} / {r['pass']:.2f}" for r in data["rows"]])
-        rows.append([f"{kind}: encoder shape conf."] + [f"{r['encoder_shape_confidence']:.2f}" for r in data["rows"]])
-    table = markdown_table(header, rows)
     return (
-        table
+        ladder_table(report, "encoder_shape_confidence", "encoder shape conf.")
         + f"\n\nclean renders pass {report['clean_pass']:.3f}; base samples pass {report['base_unconditional_pass']:.3f} "
         f"(unconditional), {report['base_prompted_pass']:.3f} (random prompts); Fréchet floor (two base halves) "
         f"{report['fidelity_floor']:.3f}"

@@ -287,36 +287,41 @@ class PromptDesign:
             gap += float(r[best] - v @ r)
         return np.array(vertex), gap
 
-    def _move(self, state: _State, p: int, vertex: np.ndarray, gamma: float) -> None:
+    def _moved_moments(self, state: _State, p: int, vertex: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+        """Policy moments (means ``[P, H, d]``, second ``[P, d, d]``) after mixing policy ``p`` with the vertex
+        by ``gamma``; ``state`` is left as it is."""
         words = self._phi[self._offsets[:-1] + vertex]  # [H, d]
+        means, second = state.means.copy(), state.second.copy()
+        means[p] = (1 - gamma) * state.means[p] + gamma * words
+        second[p] = (1 - gamma) * state.second[p] + gamma * (words.T @ words)
+        return means, second
+
+    def _move(self, state: _State, p: int, vertex: np.ndarray, gamma: float) -> None:
         for h, v in enumerate(state.visitation[p]):
             v *= 1 - gamma
             v[vertex[h]] += gamma
-        state.means[p] = (1 - gamma) * state.means[p] + gamma * words
-        state.second[p] = (1 - gamma) * state.second[p] + gamma * (words.T @ words)
+        state.means, state.second = self._moved_moments(state, p, vertex, gamma)
 
     def _line_search(
         self, state: _State, p: int, vertex: np.ndarray, gap: float, value: float, curvature: float
-    ) -> tuple[float, float, np.ndarray, float]:
+    ) -> tuple[float, float, np.ndarray | None, float]:
         """An ascending step toward the vertex, by backtracking on a curvature estimate.
 
         Pedregosa et al. 2020 (adaptive Frank-Wolfe): with L the block's curvature estimate (shrunk by 0.9
         each step) and ‖δ‖² the squared size of the move in visitation space, try γ = min(1, gap / (L‖δ‖²))
         and accept if F(γ) ≥ F(0) + γ·gap − γ²L‖δ‖²/2 (gap is F'(0) toward the vertex), else double L.
         Every accepted step ascends; the check costs the one factorisation the next gradient needs, where
-        an exact search factors M(γ) about 20 times. Returns γ, F(γ), M(γ)⁻¹ and the updated L.
+        an exact search factors M(γ) about 20 times. Returns γ, F(γ), M(γ)⁻¹ (None when no step ascends: γ = 0)
+        and the updated L.
         """
         if gap <= 0:
             return 0.0, value, None, curvature
-        words = self._phi[self._offsets[:-1] + vertex]
         size = sum(1.0 - 2.0 * v[a] + float(v @ v) for v, a in zip(state.visitation[p], vertex))  # ‖δ‖²
-        means, second = state.means.copy(), state.second.copy()
         curvature = 0.9 * curvature if np.isfinite(curvature) else gap / size  # first step tries γ = 1
         while True:
             gamma = min(1.0, gap / (curvature * size))
-            means[p] = (1 - gamma) * state.means[p] + gamma * words
-            second[p] = (1 - gamma) * state.second[p] + gamma * (words.T @ words)
-            new_value, new_inv = self._value_and_inverse(self._matrix(self._information(means, second)))
+            moments = self._moved_moments(state, p, vertex, gamma)
+            new_value, new_inv = self._value_and_inverse(self._matrix(self._information(*moments)))
             if new_value >= value + gamma * gap - 0.5 * gamma**2 * curvature * size or gamma < 1e-10:
                 return gamma, new_value, new_inv, curvature
             curvature *= 2.0

@@ -13,7 +13,8 @@ measured on fixed seeds against the base model on the same seeds:
 * ``fidelity``: the Fréchet distance, on the attribute encoder's embedding, between tuned samples and the
   base model's preferred samples, beside its floor: the same distance between two sets of base samples.
 
-On the real-data models (digits, fashion: a class taste, no prompts) the judge is the classifier, fidelity uses
+On the real-data models (digits, fashion: a class taste, no prompts) the judge is the classifier with the form
+judge beside it (:class:`~edpbrl_plugin.models.digits.judge.ClassJudge`), fidelity uses
 its embedding, ``variety`` is the distance between the liked classes' mix among the tuned model's preferred
 samples and among the base's, ``liked_class_min`` is the rarest liked class's fraction of the tuned model's
 preferred samples (do all liked digits survive?), and ``share_as_papa_counts`` is PAPA's own measure: the fraction

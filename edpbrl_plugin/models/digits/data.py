@@ -26,6 +26,14 @@ IMAGE_SIZE = 28
 _HELD_OUT_PER_CLASS = 100
 
 
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """Gray ``[N, 28, 28]`` (uint8, or floats in 0..1) -> float32 ``[N, 28, 28, 3]`` in 0..1, as the pipeline
+    returns images."""
+    images = np.asarray(images)
+    gray = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
 def _check_name(name: str) -> None:
     if name not in CLASS_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(CLASS_NAMES)}")
