@@ -123,6 +123,14 @@ def _add_bench(sub) -> None:
     digits.add_argument("--seed", type=_seed, default=0)
     digits.add_argument("--out", default="bench_results")
 
+    sampler = which.add_parser(
+        "sampler", help="samplers of the real-data models, on the base and after EPAPA's first round"
+    )
+    sampler.add_argument("--model", choices=["digits", "fashion"], default="fashion")
+    sampler.add_argument("--seeds", type=_count, default=3)
+    sampler.add_argument("--samples", type=_count, default=32, help="images per seed, model and sampler")
+    sampler.add_argument("--out", default="bench_results")
+
     judge = which.add_parser("judge", help="validate the well-formedness judge on graded damage and base samples")
     judge.add_argument("--model", choices=["shapes", "digits", "fashion"], default="shapes")
     judge.add_argument("--samples", type=_count, default=128, help="images per damage kind and severity")
@@ -307,6 +315,11 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"bench digits --model {args.model}: {error}")
             _check_model(args.model, parser)
             digits.run(out, dataset=args.model, n_samples=args.samples, seed=args.seed)
+        elif args.bench == "sampler":
+            from .bench import sampler
+
+            _check_model(args.model, parser)
+            sampler.run(out, dataset=args.model, seeds=args.seeds, n_samples=args.samples)
         elif args.bench == "judge":
             from .bench import judge
 

@@ -16,8 +16,8 @@ Where this differs from their code, and why:
 - the sum over t is estimated from ``timesteps_per_image`` timesteps drawn without replacement and scaled by
   (T − k) / n (unbiased; ``timesteps_per_image=None`` sums all T − k, exactly as they do, 1,000 UNet passes per
   image, too slow for a CPU);
-- images are sampled with the benchmark's one sampler (DDIM, 50 steps, the same for every method) instead of
-  1,000 ancestral steps;
+- images are sampled with PAPA's ancestral DDPM sampler at 50 of the 1,000 steps (the embedded model's default,
+  the same for every method) instead of all 1,000, checked against 1,000 steps in ``docs/benchmarks.md``;
 - the person's labels come from the benchmark's simulated person (the classifier; an image it cannot read is
   disliked) instead of the bare argmax of their classifier.
 """
@@ -138,11 +138,16 @@ class PapaPeer:
             return contextlib.nullcontext()  # the package sampler gates the adapter itself (min_timestep)
         return _WeightsGate(self.pipe.unet, self.base, self.k) if self.k > 0 else contextlib.nullcontext()
 
-    def images(self, n: int, seed: int) -> np.ndarray:
-        """``n`` images of the current model (seeds ``seed ..``), EPAPA-gated, with the benchmark's sampler."""
+    def images(self, n: int, seed: int, steps: int | None = None) -> np.ndarray:
+        """``n`` images of the current model (seeds ``seed ..``), EPAPA-gated, with the pipeline's sampler at
+        ``steps`` (``None``: its default)."""
         with self._gate():
             return sample_images(
-                self.pipe, [""] * n, range(seed, seed + n), min_timestep=self.k if self.trainable == "lora" else 0
+                self.pipe,
+                [""] * n,
+                range(seed, seed + n),
+                num_inference_steps=steps,
+                min_timestep=self.k if self.trainable == "lora" else 0,
             )
 
     def _base_prediction(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ The classifier alone is blind to much of what tuning breaks: it reads a shoe wit
 merged with a bag, as a confident sneaker. This judge is trained on the dataset's training images (well formed)
 against the same images with the damage of :mod:`.damage` at severities 0.4–1 (broken strokes, warps, grain,
 drips, doubled outlines, two things merged). Blur is left out of training and both sides are blurred by up to
-0.9 pixels: the generator's samples are softer than the data (50 DDIM steps), and a judge that fails softness
+0.9 pixels: the generator's samples are softer than the data (50 sampling steps), and a judge that fails softness
 would fail the base model for what it is. ``edpbrl bench judge --model digits|fashion`` validates it on
 held-out images with graded damage and on the base model's samples, and writes the grids a person checks.
 """

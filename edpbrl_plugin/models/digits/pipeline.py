@@ -4,8 +4,11 @@
 The denoiser is diffusers' own ``UNet2DModel`` with the standard ``PeftAdapterMixin`` added (``UNet2DModel``
 lacks it), so LoRA adapters load, save and switch through the same diffusers paths as on the shapes model and
 Stable Diffusion. Training uses PAPA's noise schedule (DDPM, 1,000 linear betas from 1e-4 to 0.02, ε-prediction);
-sampling uses DDIM over the same betas (50 steps by default; a ``DDPMScheduler.from_config`` swap gives PAPA's
-1,000 ancestral steps). Images come out white on black like the data, as RGB (the gray channel repeated) so every
+sampling is PAPA's ancestral DDPM sampler over the same betas, at 50 of the 1,000 steps by default
+(``num_inference_steps=1000`` gives PAPA's exact sampler). Deterministic DDIM is not used here: on this model it
+draws busy, smeared textures even from the base, and it amplifies small changes of the predicted noise at the
+noisiest steps, so a model tuned by a few of PAPA's dislike steps washes out to white under DDIM while it samples
+cleanly with the ancestral sampler it was trained for (``docs/benchmarks.md``, "Which sampler"). Images come out white on black like the data, as RGB (the gray channel repeated) so every
 image of the package has one shape.
 """
 
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.loaders import PeftAdapterMixin, StableDiffusionLoraLoaderMixin
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  from_pretrained finds DigitsUNet's loader by this name here
 from diffusers.utils.torch_utils import randn_tensor
@@ -45,16 +48,15 @@ def build_unet() -> DigitsUNet:
     )
 
 
-def build_scheduler() -> DDIMScheduler:
-    """PAPA's DDPM betas (linear 1e-4..0.02 over 1,000 steps, ε-prediction), sampled by DDIM."""
-    return DDIMScheduler(
+def build_scheduler() -> DDPMScheduler:
+    """PAPA's DDPM (linear betas 1e-4..0.02 over 1,000 steps, ε-prediction, x₀ clipped), sampled ancestrally."""
+    return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=1e-4,
         beta_end=0.02,
         beta_schedule="linear",
         prediction_type="epsilon",
         clip_sample=True,
-        set_alpha_to_one=True,
         timestep_spacing="leading",
     )
 
@@ -74,7 +76,7 @@ class DigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     #: No text encoder: diffusers' LoRA loader looks for one and, finding None, loads only the UNet's adapter.
     text_encoder = None
 
-    def __init__(self, unet: DigitsUNet, scheduler: DDIMScheduler):
+    def __init__(self, unet: DigitsUNet, scheduler: DDPMScheduler):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
@@ -96,7 +98,8 @@ class DigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Sample ``batch_size`` images (default: one per prompt).
 
         ``output_type``: ``"pil"``, ``"np"`` (``[B, 28, 28, 3]`` float 0..1) or ``"pt"`` (``[B, 3, 28, 28]``).
-        ``guidance_scale`` is accepted and ignored (there is no condition to guide toward).
+        ``guidance_scale`` is accepted and ignored (there is no condition to guide toward); ``eta`` applies only
+        when a ``DDIMScheduler`` is swapped in.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if any(p.strip() for p in prompts):
