@@ -73,15 +73,18 @@ def test_line_search_ascends_every_step_and_the_best_gap_goes_to_zero_at_the_kno
     np.testing.assert_allclose(design.policies_[0][0], 0.25, atol=0.02)
 
 
+@pytest.mark.parametrize("schedule", ["block", "joint"])
 @pytest.mark.parametrize("step", ["authors", "line_search"])
-def test_separate_policies_the_line_search_ascends_every_step_and_no_design_ends_below_its_start(rng, step):
+def test_separate_policies_the_line_search_ascends_every_step_and_no_design_ends_below_its_start(rng, step, schedule):
     """K separate policies: the objective is not jointly concave. The authors' first step (γ = 1) jumps each
     policy to one prompt and the objective dips far below the uniform start (at CLIP-like scale it never
     recovers, measured by ``edpbrl bench design``); the backtracking line search rises every step. Either
     way the design returned is the best iterate, so it is never worse than uniform policies."""
     slots = random_slots(rng, n_slots=4, n_words=40, d=24)
-    design = PromptDesign(k=4, budget=50, step=step).fit(slots)
+    design = PromptDesign(k=4, budget=50, step=step, schedule=schedule).fit(slots)
     objectives = np.array([s.objective for s in design.history_])
+    moved = [s.policies for s in design.history_]  # 8 rounds x 3 steps, of one policy or of all four
+    assert moved == ([(p,) for p in range(4) for _ in range(3)] * 8 if schedule == "block" else [(0, 1, 2, 3)] * 24)
     assert design.objective_ == pytest.approx(objectives.max(), rel=1e-4) or design.objective_ > objectives.max()
     assert design.objective_ > objectives[0]
     reference = theta_agnostic_information(slots, design.policies_, k=4)
@@ -127,6 +130,8 @@ def test_bad_inputs_raise(rng):
         PromptDesign(reg=0).fit(slots)
     with pytest.raises(ValueError, match="criterion"):
         PromptDesign(criterion="E").fit(slots)
+    with pytest.raises(ValueError, match="schedule"):
+        PromptDesign(schedule="random").fit(slots)
     with pytest.raises(ValueError, match="k must"):
         PromptDesign(k=1).fit(slots)
     with pytest.raises(ValueError, match="budget"):

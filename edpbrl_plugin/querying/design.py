@@ -13,10 +13,13 @@ dropped by design: the per-slot, "dense feedback" information). The design maxim
     A-optimal (default): −tr(M⁻¹)    D-optimal: log det M,    M = Ĩ + P / (H·T)
 
 with P = λI (or, for adaptive re-design, the current posterior precision) and T the episode budget.
-Ĩ is affine in each policy's visitation, so block-coordinate Frank-Wolfe applies: the linear oracle
-picks, per slot, the word with the largest gradient reward, and each step mixes one policy with that
-vertex. The solver keeps each policy's moments (μ and Σ_h Σ_a d φφᵀ) and updates them in O(H d²)
-per step; all words are scored with one ``|A| × d`` by ``d × d`` product.
+Ĩ is affine in each policy's visitation, so Frank-Wolfe applies on the product of the policies' simplices:
+the linear oracle picks, per policy and slot, the word with the largest gradient reward. The authors step
+block by block (each step mixes one policy with its vertex, then re-scores); the ``"joint"`` schedule mixes every
+policy with its vertex in one step, scored from one gradient. The solver keeps each policy's moments (μ and
+Σ_h Σ_a d φφᵀ) and updates them in O(H d²) per step; all words are scored with one ``|A| × d`` by ``d × d``
+product per gradient, which is most of the time at CLIP's scale (2,500 words, d = 768), so the joint schedule
+is about K times faster for the same number of moves.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def theta_agnostic_information(slots: WordSlots, policies: list[list[np.ndarray]
 @dataclass
 class DesignStep:
     round: int
-    policy: int
+    policies: tuple[int, ...]  # the policies this step moved
     objective: float
     gap: float
     step_size: float
@@ -124,7 +127,10 @@ class PromptDesign:
         budget: T, the number of episodes the design is for (scales the regulariser).
         reg: λ > 0.
         criterion: ``"A"`` (−tr M⁻¹, default) or ``"D"`` (log det M).
-        rounds, steps_per_policy: block-coordinate schedule (authors: 8 rounds × up to 3 steps).
+        rounds, steps_per_policy: each round takes ``steps_per_policy`` steps per policy (authors: 8 rounds × up
+            to 3 steps).
+        schedule: ``"block"`` (the authors': one policy per step, each step re-scored) or ``"joint"`` (every
+            policy per step, from one gradient: a K-th of the block schedule's gradients for the same moves).
         step: ``"authors"`` (default: γ = 1/(1+k), k a per-policy counter kept across rounds; its first step
             jumps each policy to one prompt, and the objective dips far below the start before it recovers) or
             ``"line_search"`` (an adaptive step, backtracking on a curvature estimate: every step ascends, more
@@ -144,6 +150,7 @@ class PromptDesign:
         rounds: int = 8,
         steps_per_policy: int = 3,
         step: str = "authors",
+        schedule: str = "block",
         shared_policy: bool = False,
     ):
         self.k = k
@@ -153,6 +160,7 @@ class PromptDesign:
         self.rounds = rounds
         self.steps_per_policy = steps_per_policy
         self.step = step
+        self.schedule = schedule
         self.shared_policy = shared_policy
 
     def _validate(self) -> None:
@@ -165,6 +173,8 @@ class PromptDesign:
             raise ValueError(f"criterion must be 'A' or 'D', got {self.criterion!r}")
         if self.step not in ("authors", "line_search"):
             raise ValueError(f"step must be 'authors' or 'line_search', got {self.step!r}")
+        if self.schedule not in ("block", "joint"):
+            raise ValueError(f"schedule must be 'block' or 'joint', got {self.schedule!r}")
         if self.rounds < 1 or self.steps_per_policy < 1:
             raise ValueError("rounds and steps_per_policy must be >= 1")
 
@@ -195,9 +205,8 @@ class PromptDesign:
             return -float(np.trace(inv)), inv
         return 2.0 * float(np.log(np.diag(chol)).sum()), inv
 
-    def _word_rewards(self, inv: np.ndarray, state: _State, policy: int) -> np.ndarray:
-        """Gradient ∂F/∂d_p(h, a) for every word (all slots stacked) ``[|A|]``."""
-        projected = self._phi @ inv  # [|A|, d]: rows M⁻¹φ, the one |A|×d×d product per step
+    def _word_rewards(self, inv: np.ndarray, projected: np.ndarray, state: _State, policy: int) -> np.ndarray:
+        """Gradient ∂F/∂d_p(h, a) for every word (all slots stacked) ``[|A|]``; ``projected`` = Φ M⁻¹."""
         c, k = self._counts(), self.k
         others = np.tensordot(c, state.means, axes=1) - state.means[policy]  # m_h − μ_{p,h} [H, d]
         rows = np.arange(len(self._phi))
@@ -211,7 +220,7 @@ class PromptDesign:
 
     # ------------------------------------------------------------------ solver
     def fit(self, slots: WordSlots, prior_precision: np.ndarray | None = None) -> PromptDesign:
-        """Run block-coordinate Frank-Wolfe from uniform policies.
+        """Run Frank-Wolfe (block by block, or jointly: ``schedule``) from uniform policies.
 
         ``prior_precision`` ``[d, d]`` (adaptive re-design): the current posterior precision from the
         answers so far replaces λI, so the design targets what is still uncertain at θ̂.
@@ -240,30 +249,36 @@ class PromptDesign:
             [sum((f * v[:, None]).T @ f for v, f in zip(pol, slots.features)) for pol in visitation]
         ).astype(np.float32)
         state = _State(visitation, means, second)
-        counters = np.zeros(n_policies, dtype=int)
-        curvatures = np.full(n_policies, np.inf)  # the line search's per-policy curvature estimates
+        groups = [[p] for p in range(n_policies)] if self.schedule == "block" else [list(range(n_policies))]
+        counters = np.zeros(len(groups), dtype=int)
+        curvatures = np.full(len(groups), np.inf)  # the line search's per-group curvature estimates
         best_gap = np.inf
         value, inv = self._value_and_inverse(self._matrix(self._information(state.means, state.second)))
         best = (value, copy.deepcopy(state.visitation), state.means.copy(), state.second.copy())
         for round_ in range(self.rounds):
-            for p in range(n_policies):
+            for g, group in enumerate(groups):
                 for _ in range(self.steps_per_policy):
-                    rewards = self._word_rewards(inv, state, p)
-                    vertex, gap = self._oracle(rewards, state.visitation[p])
+                    projected = self._phi @ inv  # [|A|, d]: rows M⁻¹φ, the one |A|×d×d product per step
+                    vertices, gap = {}, 0.0
+                    for p in group:
+                        vertices[p], policy_gap = self._oracle(
+                            self._word_rewards(inv, projected, state, p), state.visitation[p]
+                        )
+                        gap += policy_gap
                     best_gap = min(best_gap, gap)
-                    state.history.append(DesignStep(round_, p, value, gap, 0.0))
+                    state.history.append(DesignStep(round_, tuple(group), value, gap, 0.0))
                     if self.step == "authors":
-                        gamma = 1.0 / (1.0 + counters[p])
-                        self._move(state, p, vertex, gamma)
+                        gamma = 1.0 / (1.0 + counters[g])
+                        self._move(state, vertices, gamma)
                         value, inv = self._value_and_inverse(self._matrix(self._information(state.means, state.second)))
                     else:
-                        gamma, value, new_inv, curvatures[p] = self._line_search(
-                            state, p, vertex, gap, value, curvatures[p]
+                        gamma, value, new_inv, curvatures[g] = self._line_search(
+                            state, vertices, gap, value, curvatures[g]
                         )
                         if gamma > 0:
-                            self._move(state, p, vertex, gamma)
+                            self._move(state, vertices, gamma)
                             inv = new_inv
-                    counters[p] += 1
+                    counters[g] += 1
                     state.history[-1].step_size = float(gamma)
                     if value > best[0]:
                         best = (value, copy.deepcopy(state.visitation), state.means.copy(), state.second.copy())
@@ -287,40 +302,48 @@ class PromptDesign:
             gap += float(r[best] - v @ r)
         return np.array(vertex), gap
 
-    def _moved_moments(self, state: _State, p: int, vertex: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-        """Policy moments (means ``[P, H, d]``, second ``[P, d, d]``) after mixing policy ``p`` with the vertex
-        by ``gamma``; ``state`` is left as it is."""
-        words = self._phi[self._offsets[:-1] + vertex]  # [H, d]
+    def _moved_moments(
+        self, state: _State, vertices: dict[int, np.ndarray], gamma: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Policy moments (means ``[P, H, d]``, second ``[P, d, d]``) after mixing each policy ``p`` of
+        ``vertices`` with its vertex by ``gamma``; ``state`` is left as it is."""
         means, second = state.means.copy(), state.second.copy()
-        means[p] = (1 - gamma) * state.means[p] + gamma * words
-        second[p] = (1 - gamma) * state.second[p] + gamma * (words.T @ words)
+        for p, vertex in vertices.items():
+            words = self._phi[self._offsets[:-1] + vertex]  # [H, d]
+            means[p] = (1 - gamma) * state.means[p] + gamma * words
+            second[p] = (1 - gamma) * state.second[p] + gamma * (words.T @ words)
         return means, second
 
-    def _move(self, state: _State, p: int, vertex: np.ndarray, gamma: float) -> None:
-        for h, v in enumerate(state.visitation[p]):
-            v *= 1 - gamma
-            v[vertex[h]] += gamma
-        state.means, state.second = self._moved_moments(state, p, vertex, gamma)
+    def _move(self, state: _State, vertices: dict[int, np.ndarray], gamma: float) -> None:
+        for p, vertex in vertices.items():
+            for h, v in enumerate(state.visitation[p]):
+                v *= 1 - gamma
+                v[vertex[h]] += gamma
+        state.means, state.second = self._moved_moments(state, vertices, gamma)
 
     def _line_search(
-        self, state: _State, p: int, vertex: np.ndarray, gap: float, value: float, curvature: float
+        self, state: _State, vertices: dict[int, np.ndarray], gap: float, value: float, curvature: float
     ) -> tuple[float, float, np.ndarray | None, float]:
-        """An ascending step toward the vertex, by backtracking on a curvature estimate.
+        """An ascending step toward the vertices, by backtracking on a curvature estimate.
 
-        Pedregosa et al. 2020 (adaptive Frank-Wolfe): with L the block's curvature estimate (shrunk by 0.9
-        each step) and ‖δ‖² the squared size of the move in visitation space, try γ = min(1, gap / (L‖δ‖²))
-        and accept if F(γ) ≥ F(0) + γ·gap − γ²L‖δ‖²/2 (gap is F'(0) toward the vertex), else double L.
-        Every accepted step ascends; the check costs the one factorisation the next gradient needs, where
-        an exact search factors M(γ) about 20 times. Returns γ, F(γ), M(γ)⁻¹ (None when no step ascends: γ = 0)
-        and the updated L.
+        Pedregosa et al. 2020 (adaptive Frank-Wolfe): with L the curvature estimate (shrunk by 0.9 each step)
+        and ‖δ‖² the squared size of the move in visitation space, try γ = min(1, gap / (L‖δ‖²)) and accept
+        if F(γ) ≥ F(0) + γ·gap − γ²L‖δ‖²/2 (gap is F'(0) toward the vertices), else double L. Every accepted
+        step ascends; the check costs the one factorisation the next gradient needs, where an exact search
+        factors M(γ) about 20 times. Returns γ, F(γ), M(γ)⁻¹ (None when no step ascends: γ = 0) and the
+        updated L.
         """
         if gap <= 0:
             return 0.0, value, None, curvature
-        size = sum(1.0 - 2.0 * v[a] + float(v @ v) for v, a in zip(state.visitation[p], vertex))  # ‖δ‖²
+        size = sum(  # ‖δ‖²
+            1.0 - 2.0 * v[a] + float(v @ v)
+            for p, vertex in vertices.items()
+            for v, a in zip(state.visitation[p], vertex)
+        )
         curvature = 0.9 * curvature if np.isfinite(curvature) else gap / size  # first step tries γ = 1
         while True:
             gamma = min(1.0, gap / (curvature * size))
-            moments = self._moved_moments(state, p, vertex, gamma)
+            moments = self._moved_moments(state, vertices, gamma)
             new_value, new_inv = self._value_and_inverse(self._matrix(self._information(*moments)))
             if new_value >= value + gamma * gap - 0.5 * gamma**2 * curvature * size or gamma < 1e-10:
                 return gamma, new_value, new_inv, curvature
