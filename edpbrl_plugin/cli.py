@@ -167,7 +167,7 @@ def _add_bench(sub) -> None:
         "--methods",
         default=None,
         help="comma list of ours, random, ours-fresh, ours-k4, papa@<lr>; on digits / fashion also papa-full@<lr>, "
-        "epapa-full@<lr>, papa-lora@<lr>, epapa-lora@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, "
+        "epapa-full@<lr>, papa-lora@<lr>, epapa-lora@<lr> and D3PO as d3po@<lr> (default: ours, random and PAPA at 3e-5, 1e-4, 3e-4, "
         "1e-3 on shapes; ours, random, papa-full@1e-5 and epapa-full@1e-5 on digits / fashion)",
     )
     align.add_argument("--seeds", type=_count, default=5)

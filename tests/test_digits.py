@@ -257,3 +257,64 @@ def test_the_sampler_bench_compares_samplers_on_the_base_and_after_epapa_and_put
         assert 0.0 <= row["mean_pixel"]["mean"] <= 1.0 and row["seconds_per_image"]["mean"] > 0
     assert (tmp_path / "sampler_digits.json").is_file() and (tmp_path / "sampler_digits.png").is_file()
     assert len(pipes) == 2 and all(pipe.scheduler is pipe.original_scheduler for pipe in pipes)
+
+
+def test_d3po_transition_is_the_gaussian_the_ddpm_scheduler_samples():
+    """D3PO's log-probabilities need the mean and spread of each ancestral step: ``transition`` gives exactly
+    the Gaussian ``DDPMScheduler.step`` draws from (its last step deterministic)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from edpbrl_plugin.bench.peers.d3po import log_prob, transition
+
+    scheduler = tiny_digits().scheduler
+    scheduler.set_timesteps(10)
+    x, eps = torch.randn(2, 1, 28, 28), torch.randn(2, 1, 28, 28)
+    for t in scheduler.timesteps.tolist():
+        stepped = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(3)).prev_sample
+        mean, std = transition(scheduler, eps, t, x)
+        noise = randn_tensor(x.shape, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(stepped, mean + std * noise if t > 0 else mean, atol=1e-5, rtol=1e-5)
+        assert (std > 0) == (scheduler.previous_timestep(t) >= 0)
+    assert log_prob(mean, 0.5, mean).shape == (2,) and (log_prob(mean, 0.5, mean) > log_prob(mean, 0.5, x)).all()
+
+
+def test_d3po_peer_samples_its_chains_and_raises_the_winners_likelihood_ratio_over_the_losers():
+    """The chains D3PO trains on are the chains of the images the person saw (the same images the benchmark's
+    sampler draws for those seeds); a step on an answered pair makes the winner's chain more likely than the
+    loser's relative to the frozen reference; a tie trains nothing."""
+    from edpbrl_plugin.bench.peers.d3po import D3poPeer, log_prob, transition
+
+    pipe = tiny_digits()
+    peer = D3poPeer(pipe, learning_rate=1e-2, steps=4, seed=0)
+    images, chains, timesteps = peer.trajectories(2, seed=5)
+    assert chains.shape == (2, 5, 1, 28, 28) and len(timesteps) == 4
+    np.testing.assert_allclose(images, peer.images(2, seed=5), atol=1e-4)
+
+    def margin() -> float:  # Σ_i log r_w,i − log r_l,i over the stochastic steps
+        total = 0.0
+        with torch.no_grad():
+            for i, t in enumerate(timesteps.tolist()[:-1]):
+                x, t_batch = chains[:, i], torch.full((2,), t)
+                mean, std = transition(pipe.scheduler, pipe.unet(x, t_batch).sample, t, x)
+                ref, _ = transition(pipe.scheduler, peer._reference_eps(x, t_batch), t, x)
+                ratio = log_prob(mean, std, chains[:, i + 1]) - log_prob(ref, std, chains[:, i + 1])
+                total += float(ratio[0] - ratio[1])
+        return total
+
+    assert margin() == pytest.approx(0.0, abs=1e-6)  # a fresh LoRA is the reference
+    before = [p.detach().clone() for p in pipe.unet.parameters()]
+    assert peer.round(lambda pair: "tie", n=1, seed=5) == {"answered": 0, "loss": None}
+    assert all(torch.equal(a, b) for a, b in zip(before, pipe.unet.parameters()))
+    for _ in range(3):
+        peer.step(chains[0], chains[1], timesteps)
+    assert margin() > 0 and peer.drift() > 0
+
+
+def test_the_alignment_bench_runs_d3po_on_pair_answers(monkeypatch):
+    from edpbrl_plugin.bench import align
+
+    monkeypatch.setattr(align.Bench, "pipeline", lambda self: tiny_digits())
+    bench = align.Bench(eval_samples=4, model="digits", reference_samples=8)
+    run = align.run_peer(bench, "papa-digits", 0, budget=4, per_round=2, method="d3po@1e-3")
+    assert [p["actions"] for p in run["curve"]] == [0, 2, 4] and run["quality"]["well_formed"] >= 0.0
+    assert align.check_method("d3po@3e-5")[1] == 5

@@ -15,7 +15,9 @@ Simulated users with hidden attribute tastes judge what they see (encoder + pixe
   the base pull, learning rate from a small grid (every grid point is run and reported);
 * ``papa-full@<lr>``, ``epapa-full@<lr>``, ``papa-lora@<lr>``, ``epapa-lora@<lr>``: PAPA and EPAPA as their code
   runs them (:mod:`~edpbrl_plugin.bench.peers.papa`: full fine-tuning or a LoRA, raw ELBO weights), on the
-  real-data models (``--model digits|fashion``), PAPA's own setting.
+  real-data models (``--model digits|fashion``), PAPA's own setting;
+* ``d3po@<lr>``: D3PO as its code runs it (:mod:`~edpbrl_plugin.bench.peers.d3po`: pair answers, a LoRA trained
+  on the denoising chain against the frozen base), the baseline PAPA compares against, on the real-data models.
 
 One pair answer = one like/dislike label = one action. "Share preferred" = the fraction of fresh
 samples (fixed evaluation seeds) that are well formed and carry every liked value and no disliked one,
@@ -52,6 +54,7 @@ from ..simulate.evaluation import PROMPT_SEED, Reference, compare, random_prompt
 from ..simulate.people import CLASS_USER_PRESETS, USER_PRESETS, make_user
 from ..tuning.updater import UpdateConfig
 from .common import environment, mean_ci, write_json
+from .peers.d3po import D3poPeer
 from .peers.papa import PapaPeer
 
 USERS = ("blue", "star-not-black", "blue-outline", "noisy-blue", "mistaken-blue")
@@ -71,6 +74,9 @@ PEER_METHODS = {
     "papa-lora": ("lora", 0),
     "epapa-lora": ("lora", 400),
 }
+#: D3PO's family name (``d3po@<lr>``): pair answers, one action each.
+D3PO = "d3po"
+
 #: The faithful peer's curve: a point after each of its first three rounds (our loop's whole budget), then every
 #: third round (sampling the evaluation set after each of 30 rounds was most of a run's hour on a CPU).
 PEER_EVAL_EVERY = 3
@@ -234,9 +240,10 @@ def run_loop(
 
 
 class _PeerRun:
-    """The PAPA peer seen by :class:`Bench` as a loop: its pipeline, EPAPA's gate and its samples."""
+    """A faithful peer (PAPA or D3PO) seen by :class:`Bench` as a loop: its pipeline, EPAPA's gate and its
+    samples."""
 
-    def __init__(self, peer: PapaPeer):
+    def __init__(self, peer: PapaPeer | D3poPeer):
         self.peer, self.pipe, self.min_timestep = peer, peer.pipe, peer.k
 
     def images(self, n: int, seed: int, prompts=None) -> np.ndarray:
@@ -244,11 +251,16 @@ class _PeerRun:
 
 
 def run_peer(bench: Bench, user_name: str, seed: int, budget: int, per_round: int, method: str, quality: bool = True):
-    """One run of the faithful PAPA peer (``<variant>@<learning rate>``) until ``budget`` like/dislike labels."""
+    """One run of a faithful peer (``<PAPA variant>@<learning rate>`` or ``d3po@<learning rate>``) until
+    ``budget`` actions: like/dislike labels for PAPA, pair answers for D3PO."""
     variant, rate = method.split("@")
-    trainable, k = PEER_METHODS[variant]
     user = make_user(user_name, seed=seed, judge=bench.judge)
-    peer = PapaPeer(bench.pipeline(), trainable=trainable, learning_rate=float(rate), epapa_k=k, seed=seed)
+    if variant == D3PO:
+        peer, feedback = D3poPeer(bench.pipeline(), learning_rate=float(rate), seed=seed), user.answer
+    else:
+        trainable, k = PEER_METHODS[variant]
+        peer = PapaPeer(bench.pipeline(), trainable=trainable, learning_rate=float(rate), epapa_k=k, seed=seed)
+        feedback = user.rate
     run = _PeerRun(peer)
     point, images = bench.evaluate(run, user, base=True)
     curve, updates, first_images = [{"actions": 0, **point, "drift": 0.0}], [], images
@@ -257,7 +269,7 @@ def run_peer(bench: Bench, user_name: str, seed: int, budget: int, per_round: in
         round_ += 1
         n = min(per_round, budget - actions)
         started = time.perf_counter()
-        peer.round(user.rate, n, seed * 1_000_003 + round_ * n)
+        peer.round(feedback, n, seed * 1_000_003 + round_ * n)
         actions += n
         drift = peer.drift()
         updates.append({"actions": actions, "steps": n, "seconds": time.perf_counter() - started, "drift": drift})
@@ -306,7 +318,7 @@ def _run_job(job: tuple) -> dict:
             config=config,
             **variant,
         )
-    elif method.split("@")[0] in PEER_METHODS:
+    elif method.split("@")[0] in (*PEER_METHODS, D3PO):
         result = run_peer(_BENCH, user, seed, settings["papa_budget"], settings["papa_per_round"], method)
     else:
         config = papa_config(seed, float(method.split("@")[1]))
@@ -522,7 +534,7 @@ def check_method(method: str) -> tuple:
     if method in OURS_METHODS:
         return list(OURS_METHODS).index(method), 0, 0.0
     family, _, rate = method.partition("@")
-    families = ["papa", *PEER_METHODS]
+    families = ["papa", *PEER_METHODS, D3PO]
     try:
         value = float(rate)
     except ValueError:
