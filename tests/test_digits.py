@@ -318,3 +318,15 @@ def test_the_alignment_bench_runs_d3po_on_pair_answers(monkeypatch):
     run = align.run_peer(bench, "papa-digits", 0, budget=4, per_round=2, method="d3po@1e-3")
     assert [p["actions"] for p in run["curve"]] == [0, 2, 4] and run["quality"]["well_formed"] >= 0.0
     assert align.check_method("d3po@3e-5")[1] == 5
+
+
+def test_papa_peer_reads_their_eight_ranks_as_ddp_does():
+    """Their script runs on 8 ranks and DDP averages the ranks' gradients: the preference sum counts 1/8 and the
+    base pull is the mean over each rank's last timestep (EPAPA: 474, 549, ..., 999)."""
+    from edpbrl_plugin.bench.peers.papa import PapaPeer
+
+    peer = PapaPeer(tiny_digits(), epapa_k=400, timesteps_per_image=8)
+    assert peer.pull_timesteps.tolist() == [474, 549, 624, 699, 774, 849, 924, 999]
+    assert PapaPeer(tiny_digits(), ranks=1).pull_timesteps.tolist() == [999]
+    with pytest.raises(ValueError, match="ranks"):
+        PapaPeer(tiny_digits(), epapa_k=400, ranks=7)

@@ -3,14 +3,19 @@ github.com/NasikNafi/papa): the peer of the real-data alignment benchmark, in PA
 
 Each round samples ``per_round`` images from the current model (EPAPA: the tuned model at forward timesteps
 t >= k, the base model below), the simulated person labels each like (+1) or dislike (−1), then every image in
-turn takes one Adam step (batch size 1) on
+turn takes one Adam step (batch size 1). Their script runs on R = 8 GPUs (``scripts/run_training_frontier.sh``:
+8 tasks, ``SLURM_NTASKS`` ranks): rank r sums the preference term over its slice of R equal slices of [k, T) and
+adds the base pull at the last timestep of its slice, t_r; DDP then averages the R ranks' gradients. So one step
+descends
 
-    loss = label · c_pref · Σ_t w_t ‖ε_θ(x_t, t) − ε‖²  +  [liked] · c_base · ‖ε_θ(x_T', T') − ε_base(x_T', T')‖²
+    loss = label · c_pref · (1/R) Σ_t w_t ‖ε_θ(x_t, t) − ε‖²  +  [liked] · c_base · (1/R) Σ_r ‖ε_θ(x_t_r, t_r) − ε_base(x_t_r, t_r)‖²
 
-with one noise ε per image shared by every t, t over [k, T) (k = 0 for PAPA, 400 for EPAPA), T' = T − 1 (the last t
-of their loop), w_t = (1 − α_t) / (α_t (1 − ᾱ_{t−1})) unnormalised and unclipped (at t = 0 their index t − 1 wraps to
-ᾱ_{T−1}; so here), the dislike term unbounded, c_pref = 0.1, c_base = 0.009, Adam at 1e-5 on every weight
-of the UNet (full fine-tuning), or on a LoRA only (``trainable="lora"``).
+with one noise ε per image shared by every t, t over [k, T) (k = 0 for PAPA, 400 for EPAPA), w_t =
+(1 − α_t) / (α_t (1 − ᾱ_{t−1})) unnormalised and unclipped (at t = 0 their index t − 1 wraps to ᾱ_{T−1}; so here), the
+dislike term unbounded, c_pref = 0.1, c_base = 0.009, Adam at 1e-5 on every weight of the UNet (full fine-tuning), or
+on a LoRA only (``trainable="lora"``). (Read as one process, their script would give a preference term R times
+larger against a pull at t = T − 1 only; under Adam only that ratio matters, and it decides whether dislikes run
+away: ``docs/benchmarks.md``.)
 
 Where this differs from their code, and why:
 - the sum over t is estimated from ``timesteps_per_image`` timesteps drawn without replacement and scaled by
@@ -81,6 +86,7 @@ class PapaPeer:
         trainable: ``"full"`` (every UNet weight, as PAPA does) or ``"lora"`` (a rank-``rank`` adapter).
         epapa_k: 0 for PAPA; 400 for EPAPA (the tuned model acts and trains only at t >= 400 of 1,000).
         timesteps_per_image: timesteps per image estimating their sum over t (``None``: all of them).
+        ranks: the data-parallel ranks their script runs on (8); 1 reads it as a single process.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class PapaPeer:
         epapa_k: int = 0,
         c_pref: float = 0.1,
         c_base: float = 0.009,
+        ranks: int = 8,
         timesteps_per_image: int | None = 100,
         rank: int = 4,
         seed: int = 0,
@@ -104,7 +111,11 @@ class PapaPeer:
             raise ValueError(f"epapa_k must be in [0, {self.T}), got {epapa_k}")
         if timesteps_per_image is not None and not 1 <= timesteps_per_image <= self.T - epapa_k:
             raise ValueError(f"timesteps_per_image must be in [1, {self.T - epapa_k}] or None")
-        self.k, self.c_pref, self.c_base, self.n_t = epapa_k, c_pref, c_base, timesteps_per_image
+        if ranks < 1 or (self.T - epapa_k) % ranks:
+            raise ValueError(f"ranks must divide the {self.T - epapa_k} tuned timesteps (their assert), got {ranks}")
+        self.k, self.c_pref, self.c_base, self.n_t, self.ranks = epapa_k, c_pref, c_base, timesteps_per_image, ranks
+        slice_ = (self.T - epapa_k) // ranks
+        self.pull_timesteps = epapa_k + slice_ * torch.arange(1, ranks + 1) - 1  # each rank's last t [R]
         self.weights = papa_elbo_weights(self.denoiser)
         self.generator = torch.Generator().manual_seed(seed)
         unet = pipe.unet
@@ -170,11 +181,14 @@ class PapaPeer:
             t, scale = span[torch.randperm(len(span), generator=self.generator)[: self.n_t]], len(span) / self.n_t
         x_t = self.denoiser.add_noise(x0.expand(len(t), -1, -1, -1), noise.expand(len(t), -1, -1, -1), t)
         error = (unet(x_t, t).sample - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = label * self.c_pref * scale * (self.weights[t] * error).sum()
+        loss = label * self.c_pref * scale / self.ranks * (self.weights[t] * error).sum()
         if label > 0 and self.c_base > 0:
-            last = torch.full((1,), self.T - 1)
-            x_last = self.denoiser.add_noise(x0, noise, last)
-            loss = loss + self.c_base * (unet(x_last, last).sample - self._base_prediction(x_last, last)).pow(2).mean()
+            pull = self.pull_timesteps
+            x_pull = self.denoiser.add_noise(
+                x0.expand(len(pull), -1, -1, -1), noise.expand(len(pull), -1, -1, -1), pull
+            )
+            gap = (unet(x_pull, pull).sample - self._base_prediction(x_pull, pull)).pow(2).mean(dim=(1, 2, 3))
+            loss = loss + self.c_base * gap.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
