@@ -33,6 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ...tuning.adapters import add_adapter, trainable_parameters
 from ...tuning.denoiser import Denoiser
+from ...tuning.drift import DriftMonitor
 from ...tuning.sampling import adapter_mode, sample_images
 
 
@@ -93,7 +94,9 @@ class D3poPeer:
             params = trainable_parameters(unet)
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
-        self._anchors = self._drift_anchors()
+        # anchors built now, before any step: their predictions are the base model's
+        self._drift = DriftMonitor(self.denoiser, lambda prompts, seed: self._base_images(len(prompts), seed), [""])
+        self._drift.measure()
 
     def _reference_eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -102,19 +105,12 @@ class D3poPeer:
             with adapter_mode(self.pipe.unet, adapters=False):
                 return self.pipe.unet(x, t).sample
 
-    def _drift_anchors(self, n: int = 8, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0 = self.denoiser.encode_images(sample_images(self.pipe, [""] * n, range(seed, seed + n), adapters=False))
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-        t = torch.linspace(0, self.denoiser.num_train_timesteps - 1, n).long()
-        x_t = self.denoiser.add_noise(x0, noise, t)
-        return x_t, t, self._reference_eps(x_t, t)
-
-    @torch.no_grad()
     def drift(self) -> float:
-        """E‖ε_tuned − ε_ref‖² / E‖ε_ref‖² on fixed noised base samples: the loop's drift measure."""
-        x_t, t, reference = self._anchors
-        tuned = self.pipe.unet(x_t, t).sample
-        return float((tuned - reference).pow(2).mean() / reference.pow(2).mean().clamp_min(1e-12))
+        """The loop's drift measure (:class:`~edpbrl_plugin.tuning.drift.DriftMonitor`), for the same report."""
+        return self._drift.measure()
+
+    def _base_images(self, n: int, seed: int) -> np.ndarray:
+        return sample_images(self.pipe, [""] * n, range(seed, seed + n), adapters=False)
 
     def images(self, n: int, seed: int, steps: int | None = None) -> np.ndarray:
         """``n`` images of the current model (seeds ``seed ..``) with the pipeline's sampler."""

@@ -39,6 +39,7 @@ import torch
 from ...learning.answers import DISLIKE, LIKE
 from ...tuning.adapters import add_adapter, trainable_parameters
 from ...tuning.denoiser import Denoiser
+from ...tuning.drift import DriftMonitor
 from ...tuning.sampling import adapter_mode, sample_images
 
 
@@ -127,27 +128,21 @@ class PapaPeer:
             params = trainable_parameters(unet)
             self.base = None
         self.optimizer = torch.optim.Adam(params, lr=learning_rate)
-        self._anchors = self._drift_anchors()
+        # anchors built now, before any step: their predictions are the base model's
+        self._drift = DriftMonitor(self.denoiser, lambda prompts, seed: self._base_images(len(prompts), seed), [""])
+        self._drift.measure()
 
-    def _drift_anchors(self, n: int = 8, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Base samples noised at ``n`` fixed timesteps with fixed noise, and the base model's predictions there."""
-        x0 = self.denoiser.encode_images(sample_images(self.pipe, [""] * n, range(seed, seed + n), adapters=False))
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-        t = torch.linspace(0, self.T - 1, n).long()
-        x_t = self.denoiser.add_noise(x0, noise, t)
-        return x_t, t, self._base_prediction(x_t, t)
-
-    @torch.no_grad()
     def drift(self) -> float:
-        """E‖ε_tuned − ε_base‖² / E‖ε_base‖² on the anchors: the loop's drift measure, for the same report."""
-        x_t, t, base = self._anchors
-        tuned = self.pipe.unet(x_t, t).sample
-        return float((tuned - base).pow(2).mean() / base.pow(2).mean().clamp_min(1e-12))
+        """The loop's drift measure (:class:`~edpbrl_plugin.tuning.drift.DriftMonitor`), for the same report."""
+        return self._drift.measure()
 
     def _gate(self):
         if self.trainable == "lora":
             return contextlib.nullcontext()  # the package sampler gates the adapter itself (min_timestep)
         return _WeightsGate(self.pipe.unet, self.base, self.k) if self.k > 0 else contextlib.nullcontext()
+
+    def _base_images(self, n: int, seed: int) -> np.ndarray:
+        return sample_images(self.pipe, [""] * n, range(seed, seed + n), adapters=False)
 
     def images(self, n: int, seed: int, steps: int | None = None) -> np.ndarray:
         """``n`` images of the current model (seeds ``seed ..``), EPAPA-gated, with the pipeline's sampler at
