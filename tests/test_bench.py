@@ -27,6 +27,16 @@ def test_summary_picks_papas_best_rate_and_the_actions_ours_needs_to_match_it():
     assert summary["ours_actions_to_papa_final"] == 10  # ours' mean share at 10 actions is 0.35
     assert summary["papa_peak_share"] == 0.4 and summary["ours_actions_to_papa_peak"] == 20
     assert summary["ours"]["n_seeds"] == 2 and summary["ours"]["share"]["hi"][-1] <= 1.0
+    assert summary["papa@0.001"]["final_share_per_seed"] == {0: 0.0, 1: 0.0}  # a runaway seed shows by itself
+
+
+def test_the_plot_spreads_out_a_ten_times_longer_peer_and_marks_each_seeds_final_share(tmp_path):
+    from edpbrl_plugin.bench.align import plot
+
+    runs = [_run("ours", s, [0.1, 0.6, 0.8 + 0.05 * s]) for s in range(2)]
+    runs += [_run("papa-full@1e-05", s, [0.1] + [0.2] * 30, step=10) for s in range(2)]
+    plot(summarise(runs, ["ours", "papa-full@1e-05"]), tmp_path / "align.png")
+    assert (tmp_path / "align.png").stat().st_size > 0
 
 
 def test_an_unknown_align_method_or_user_is_refused_before_anything_runs(tmp_path):

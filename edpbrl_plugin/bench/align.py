@@ -568,6 +568,7 @@ def summarise(runs: list[dict], methods: list[str]) -> dict:
                 "drift": mean_ci(drift),
                 "seconds_per_update": float(np.mean(update_seconds)),
                 "below_base": int(sum(r["curve"][-1]["share"] < r["curve"][0]["share"] for r in rows)),
+                "final_share_per_seed": {r["seed"]: r["curve"][-1]["share"] for r in rows},
             }
             if all("quality" in r for r in rows):
                 per_method[method]["quality"] = summarise_quality(rows)
@@ -653,7 +654,14 @@ def plot(summary: dict, path: Path) -> None:
                 lw=2.4 if method == "ours" else 1.2,
             )
             ax.fill_between(data["actions"], share["lo"], share["hi"], alpha=0.15, color=colors[method])
+            finals = list(data.get("final_share_per_seed", {}).values())  # one dot per seed: a runaway shows
+            ax.scatter([data["actions"][-1]] * len(finals), finals, s=9, color=colors[method], alpha=0.6, zorder=3)
         ax.set_title(user)
+        finals = [data["actions"][-1] for data in summary[user].values() if isinstance(data, dict)]
+        if max(finals) >= 5 * min(finals):  # e.g. ours at 30 answers beside a peer at 300 labels: spread both out
+            ax.set_xscale("symlog", linthresh=10, linscale=0.5)
+            ticks = [t for t in (0, 10, 30, 100, 300, 1000) if t <= max(finals)]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("human actions")
         ax.set_ylabel("share preferred")
         ax.set_ylim(0, 1)
@@ -681,6 +689,8 @@ def format_table(summary: dict) -> str:
                 f"{data['seconds_per_update']:.1f} s/update, {data['n_seeds']} seeds, "
                 f"{data['below_base']} ending below the base share)"
             )
+            if seeds := data.get("final_share_per_seed"):
+                lines.append("    final share per seed: " + ", ".join(f"{k}: {v:.2f}" for k, v in seeds.items()))
             if "quality" in data:
                 lines.append(format_quality(data["quality"]))
         if "papa_final_share" in methods:

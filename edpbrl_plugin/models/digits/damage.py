@@ -12,7 +12,11 @@ Each kind imitates a way a tuned generator breaks a digit or a garment (what the
 * ``double``: a doubled outline, a ghost copy at 60% intensity shifted by ``1 + 4 * severity`` pixels (rounded)
   along the diagonal;
 * ``merge``: two things in one, another image over this one at ``severity`` of its intensity (a boot merged
-  with a bag).
+  with a bag);
+* ``flood``: washed out, a bright canvas-filling slab with rounded corners laid over the image at
+  ``0.5 + 0.45 * severity`` of white (what a run that has run away draws: near-white squares with a trace of the
+  garment), with faint low-frequency shading. A validation kind only: the form judge does not train on it (see
+  ``FORM_DAMAGES`` in :mod:`.train`).
 
 Images are ``[N, 28, 28]`` floats in 0..1, white on black as the datasets store them. Severity 0 returns
 them unchanged. All randomness comes from ``seed``.
@@ -26,7 +30,7 @@ from torch.nn import functional as F
 
 from .data import IMAGE_SIZE
 
-DAMAGES = ("warp", "broken", "speckle", "blur", "melt", "double", "merge")
+DAMAGES = ("warp", "broken", "speckle", "blur", "melt", "double", "merge", "flood")
 _GRID = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
 
 
@@ -81,6 +85,20 @@ def _melt(image: np.ndarray, severity: float, rng: np.random.Generator) -> np.nd
     return np.maximum(image, drips)
 
 
+def _flood(n: int, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """``[n, 28, 28]`` bright slabs: a rounded box 1-3 pixels inside the frame at ``0.5 + 0.45 * severity``."""
+    margin = rng.uniform(1.0, 3.0, size=(n, 1, 1))
+    corner = rng.uniform(2.0, 5.0, size=(n, 1, 1))
+    centre = (IMAGE_SIZE - 1) / 2.0
+    half = centre - margin  # half side of the box
+    dy, dx = np.abs(_GRID[0] - centre)[None] - (half - corner), np.abs(_GRID[1] - centre)[None] - (half - corner)
+    outside = np.hypot(np.maximum(dy, 0.0), np.maximum(dx, 0.0)) + np.minimum(np.maximum(dy, dx), 0.0) - corner
+    box = np.clip(0.5 - outside, 0.0, 1.0)  # 1 inside, a one-pixel soft edge
+    shading = gaussian_blur(torch.from_numpy(rng.normal(size=(n, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)), 4.0)
+    level = 0.5 + 0.45 * severity + 0.05 * shading.numpy() / max(float(shading.std()), 1e-6)  # shading std 0.05
+    return torch.from_numpy((box * level).astype(np.float32))
+
+
 def damaged_images(
     images: np.ndarray, kind: str, severity: float, seed: int, others: np.ndarray | None = None
 ) -> np.ndarray:
@@ -112,6 +130,8 @@ def damaged_images(
     elif kind == "double":
         shift = 1 + round(4 * severity)
         y = torch.maximum(x, 0.6 * torch.roll(x, shifts=(shift, shift), dims=(1, 2)))
+    elif kind == "flood":
+        y = torch.maximum(x, _flood(len(x), severity, rng))
     else:
         if others is None or np.shape(others) != tuple(x.shape):
             raise ValueError(f"merge needs others of the images' shape {tuple(x.shape)}")
