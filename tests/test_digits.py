@@ -310,6 +310,36 @@ def test_d3po_peer_samples_its_chains_and_raises_the_winners_likelihood_ratio_ov
     assert margin() > 0 and peer.drift() > 0
 
 
+def test_d3po_step_batches_every_chain_step_with_the_gradient_of_their_step_by_step_accumulation():
+    """Their code back-propagates each stochastic step in turn and steps once on the accumulated mean; one batch
+    of all steps gives the same gradient."""
+    import torch.nn.functional as F
+
+    from edpbrl_plugin.bench.peers.d3po import D3poPeer, log_prob, transition
+
+    pipe = tiny_digits()
+    peer = D3poPeer(pipe, learning_rate=1e-2, steps=4, seed=0)
+    _, chains, timesteps = peer.trajectories(2, seed=5)
+    peer.step(chains[0], chains[1], timesteps)  # move off the reference, so the ratios are not all 1
+    params = [p for p in pipe.unet.parameters() if p.requires_grad]
+    pipe.unet.train()
+    stochastic = [i for i, t in enumerate(timesteps.tolist()) if pipe.scheduler.previous_timestep(t) >= 0]
+    for p in params:
+        p.grad = None
+    for i in reversed(stochastic):  # their order is random; any order accumulates the same sum
+        x, t = chains[:, i], torch.full((2,), int(timesteps[i]))
+        mean, std = transition(pipe.scheduler, pipe.unet(x, t).sample, int(timesteps[i]), x)
+        ref, _ = transition(pipe.scheduler, peer._reference_eps(x, t), int(timesteps[i]), x)
+        log_ratio = log_prob(mean, std, chains[:, i + 1]) - log_prob(ref, std, chains[:, i + 1])
+        ratio = log_ratio.exp().clamp(1 - peer.clip, 1 + peer.clip).log()
+        (-F.logsigmoid(peer.beta * (ratio[0] - ratio[1])) / len(stochastic)).backward()
+    expected = [p.grad.clone() for p in params]
+    peer.optimizer.step = lambda: None  # keep the weights: compare the batched step's gradient only
+    peer.step(chains[0], chains[1], timesteps)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, e, atol=1e-6, rtol=1e-4)
+
+
 def test_the_alignment_bench_runs_d3po_on_pair_answers(monkeypatch):
     from edpbrl_plugin.bench import align
 
