@@ -30,6 +30,14 @@ def test_summary_picks_papas_best_rate_and_the_actions_ours_needs_to_match_it():
     assert summary["papa@0.001"]["final_share_per_seed"] == {0: 0.0, 1: 0.0}  # a runaway seed shows by itself
 
 
+def test_the_markdown_table_gives_each_methods_final_share_and_every_seed():
+    from edpbrl_plugin.bench.align import format_markdown
+
+    runs = [_run("ours", s, [0.1, 0.6, 0.8 + 0.1 * s]) for s in range(2)]
+    table = format_markdown(summarise(runs, ["ours"]))
+    assert table.startswith("blue:") and "| `ours` | 2 | 20 | 0.10 → **0.85**" in table and "| 0.80, 0.90 |" in table
+
+
 def test_the_plot_spreads_out_a_ten_times_longer_peer_and_marks_each_seeds_final_share(tmp_path):
     from edpbrl_plugin.bench.align import plot
 

@@ -53,7 +53,7 @@ from ..models.shapes.weights import load_pipeline
 from ..simulate.evaluation import PROMPT_SEED, Reference, compare, random_prompts
 from ..simulate.people import CLASS_USER_PRESETS, USER_PRESETS, make_user
 from ..tuning.updater import UpdateConfig
-from .common import environment, mean_ci, write_json
+from .common import environment, markdown_table, mean_ci, write_json
 from .peers.d3po import D3poPeer
 from .peers.papa import PapaPeer
 
@@ -446,6 +446,7 @@ def run(
     if summary:
         plot(summary, out / "align.png")
     print(format_table(summary))
+    print(format_markdown(summary))
     if baseline is not None:
         print(format_comparison(summary, report["baseline"]["summary"]))
     print(f"wall time {report['wall_seconds'] / 60:.1f} min on {workers} worker(s)")
@@ -670,6 +671,42 @@ def plot(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def format_markdown(summary: dict) -> str:
+    """One markdown table per user, a row per method: the final share (mean [95% interval] and each seed's) and
+    the final model's numbers beside the base's; what ``docs/benchmarks.md`` copies."""
+
+    def cell(entry: dict | None, base: bool = False) -> str:
+        if not entry:
+            return "–"
+        value = f"{entry['quality']['mean']:.2f} [{entry['quality']['lo']:.2f}, {entry['quality']['hi']:.2f}]"
+        return value + (f" (base {entry['base_quality']['mean']:.2f})" if base else "")
+
+    header = ["method", "seeds", "actions", "share", "each seed", "win rate vs base", "well formed", "fidelity",
+              "rarest liked class"]  # fmt: skip
+    tables = []
+    for user, methods in summary.items():
+        rows = []
+        for method, data in methods.items():
+            if not isinstance(data, dict):
+                continue
+            share, quality = data["share"], data.get("quality", {})
+            rows.append(
+                [
+                    f"`{method}`",
+                    data["n_seeds"],
+                    data["actions"][-1],
+                    f"{share['mean'][0]:.2f} → **{share['mean'][-1]:.2f}** [{share['lo'][-1]:.2f}, {share['hi'][-1]:.2f}]",
+                    ", ".join(f"{v:.2f}" for v in data.get("final_share_per_seed", {}).values()),
+                    cell(quality.get("win_rate")),
+                    cell(quality.get("well_formed"), base=True),
+                    cell(quality.get("fidelity"), base=True),
+                    cell(quality.get("liked_class_min")),
+                ]
+            )
+        tables.append(f"{user}:\n\n" + markdown_table(header, rows))
+    return "\n\n".join(tables)
 
 
 def format_table(summary: dict) -> str:
