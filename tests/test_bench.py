@@ -43,8 +43,12 @@ def test_the_plot_spreads_out_a_ten_times_longer_peer_and_marks_each_seeds_final
 
     runs = [_run("ours", s, [0.1, 0.6, 0.8 + 0.05 * s]) for s in range(2)]
     runs += [_run("papa-full@1e-05", s, [0.1] + [0.2] * 30, step=10) for s in range(2)]
-    plot(summarise(runs, ["ours", "papa-full@1e-05"]), tmp_path / "align.png")
-    assert (tmp_path / "align.png").stat().st_size > 0
+    ax = plot(summarise(runs, ["ours", "papa-full@1e-05"]), tmp_path / "align.png").axes[0]
+    assert (tmp_path / "align.png").stat().st_size > 0 and ax.get_xscale() == "symlog"
+    dots = [c.get_offsets() for c in ax.collections if len(c.get_offsets()) == 2]  # the per-seed scatters
+    assert sorted(float(d[:, 1].max()) for d in dots) == pytest.approx([0.2, 0.85])
+    short = plot(summarise(runs[:2], ["ours"]), tmp_path / "ours.png").axes[0]
+    assert short.get_xscale() == "linear"  # one method alone keeps the plain axis
 
 
 def test_an_unknown_align_method_or_user_is_refused_before_anything_runs(tmp_path):

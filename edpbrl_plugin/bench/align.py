@@ -628,7 +628,8 @@ def summarise_quality(rows: list[dict]) -> dict:
     return summary
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, path: Path):
+    """Share preferred per action, a panel per user; writes ``path`` and returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -671,6 +672,7 @@ def plot(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def format_markdown(summary: dict) -> str:
